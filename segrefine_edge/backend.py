@@ -1,0 +1,242 @@
+"""TFLite interpreter backends and delegates.
+
+Runtimes, in order of preference: ai_edge_litert (LiteRT, fast int8 kernels), tflite_runtime
+(what Coral's libedgetpu stack is built against), tensorflow.lite (always there with the
+`train` extra). Delegates: EdgeTPU through libedgetpu, GPU through a LiteRT GPU delegate
+library where one is installed. Every failure becomes a ModelError or DelegateError whose
+message names the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segrefine_edge.errors import DelegateError, ModelError
+
+RUNTIMES = ("litert", "tflite-runtime", "tensorflow")
+DELEGATES = ("auto", "cpu", "gpu", "edgetpu")
+_RUNTIME_MODULES = {
+    "litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow.lite",
+}
+EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+GPU_LIBRARIES = ("libLiteRtGpuAccelerator.so", "libtensorflowlite_gpu_delegate.so")
+EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def _import_runtime(name: str):
+    module = importlib.import_module(_RUNTIME_MODULES[name])
+    return module.Interpreter, module.load_delegate
+
+
+def resolve_runtime(name: str = "auto"):
+    """Return (runtime name, Interpreter class, load_delegate) for ``name`` or the first installed."""
+    candidates = RUNTIMES if name == "auto" else (name,)
+    if name != "auto" and name not in RUNTIMES:
+        raise ModelError(f"unknown runtime '{name}'; choose one of auto, {', '.join(RUNTIMES)}")
+    for candidate in candidates:
+        try:
+            interpreter_cls, load_delegate = _import_runtime(candidate)
+        except ImportError:
+            continue
+        return candidate, interpreter_cls, load_delegate
+    if name == "auto":
+        raise ModelError("no TFLite runtime is installed; pip install ai-edge-litert")
+    package = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tensorflow": "tensorflow"}[name]
+    raise ModelError(f"runtime '{name}' is not installed; pip install {package} or use --runtime auto")
+
+
+def is_edgetpu_model(data: bytes) -> bool:
+    """True for models compiled by edgetpu_compiler: they hold the EdgeTPU custom op."""
+    return EDGETPU_CUSTOM_OP in data
+
+
+def read_model_bytes(path: str | Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model {path} does not exist; pass --model PATH to a .tflite file")
+    data = path.read_bytes()
+    if data[4:8] != TFLITE_IDENTIFIER:
+        raise ModelError(f"{path} is not a TFLite model (no TFL3 identifier); pass a .tflite file")
+    return data
+
+
+def library_present(name: str) -> bool:
+    """Whether the dynamic loader can open ``name``; probed before load_delegate, which leaves a
+    half-built delegate behind (and noise on stderr) when the library is missing."""
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
+
+
+def _load_edgetpu(load_delegate) -> Any:
+    library = EDGETPU_LIBRARIES.get(platform.system(), "libedgetpu.so.1")
+    if not library_present(library):
+        raise DelegateError(f"EdgeTPU runtime {library} is not installed; install libedgetpu1-std "
+                            "(see deploy/coral/README.md)")
+    try:
+        return load_delegate(library)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise DelegateError(f"no EdgeTPU device found ({library} loaded but could not open a TPU); "
+                            "plug in the Coral device or use --delegate cpu with a non-_edgetpu model") from exc
+
+
+def _load_gpu(load_delegate) -> Any:
+    for library in GPU_LIBRARIES:
+        if not library_present(library):
+            continue
+        try:
+            return load_delegate(library)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise DelegateError(f"GPU delegate {library} failed to load ({str(exc).strip() or type(exc).__name__}); "
+                                "use --delegate cpu") from exc
+    raise DelegateError("no GPU delegate library is installed for this runtime "
+                        f"({' / '.join(GPU_LIBRARIES)}); use --delegate cpu, or see deploy/jetson/README.md")
+
+
+@dataclass
+class TensorInfo:
+    """What a tensor declares: shape, dtype and (scale, zero point) when quantised."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+
+
+def _tensor_info(detail: dict) -> TensorInfo:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return TensorInfo(detail["index"], detail["name"], tuple(int(v) for v in detail["shape"]),
+                      np.dtype(detail["dtype"]), float(scale), int(zero))
+
+
+class Backend:
+    """One loaded interpreter with its delegate: set inputs, invoke, read outputs.
+
+    ``delegate='auto'`` uses the EdgeTPU for EdgeTPU-compiled models and the CPU otherwise,
+    printing one line to stderr when it had to fall back.
+    """
+
+    def __init__(self, path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2) -> None:
+        if delegate not in DELEGATES:
+            raise DelegateError(f"unknown delegate '{delegate}'; choose one of {', '.join(DELEGATES)}")
+        data = read_model_bytes(path)
+        self.path = Path(path)
+        self.runtime, interpreter_cls, load_delegate = resolve_runtime(runtime)
+        self.delegate = self._choose_delegate(delegate, is_edgetpu_model(data), load_delegate)
+        delegates = [] if self.delegate_handle is None else [self.delegate_handle]
+        try:
+            self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads,
+                                               experimental_delegates=delegates)
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise self._explain(exc, data) from exc
+        self.threads = threads
+        self.inputs = [_tensor_info(d) for d in self.interpreter.get_input_details()]
+        self.outputs = [_tensor_info(d) for d in self.interpreter.get_output_details()]
+
+    def _choose_delegate(self, requested: str, edgetpu_model: bool, load_delegate) -> str:
+        self.delegate_handle = None
+        if requested == "auto" and not edgetpu_model:
+            return "cpu"
+        if requested == "cpu":
+            if edgetpu_model:
+                raise ModelError(f"{self.path.name} is compiled for the EdgeTPU and cannot run on the CPU; "
+                                 "use --delegate edgetpu with a Coral device, or the model without _edgetpu")
+            return "cpu"
+        if requested == "edgetpu" or (requested == "auto" and edgetpu_model):
+            self.delegate_handle = _load_edgetpu(load_delegate)
+            return "edgetpu"
+        if requested == "gpu":
+            self.delegate_handle = _load_gpu(load_delegate)
+            return "gpu"
+        return "cpu"
+
+    def _explain(self, exc: Exception, data: bytes) -> ModelError:
+        text = str(exc)
+        op = re.search(r"unresolved custom op: ([\w\-]+)", text) or re.search(r"Didn't find op for builtin opcode '(\w+)'", text)
+        if op and is_edgetpu_model(data):
+            return ModelError(f"{self.path.name} is compiled for the EdgeTPU; run it with --delegate edgetpu "
+                              "on a Coral device, or use the model without _edgetpu")
+        if op:
+            return ModelError(f"{self.path.name} uses op {op.group(1)}, which runtime '{self.runtime}' lacks; "
+                              "upgrade ai-edge-litert or try --runtime tensorflow")
+        if "identifier" in text:
+            return ModelError(f"{self.path.name} is not a valid TFLite model ({text.splitlines()[0]})")
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return ModelError(f"{self.path.name} could not be loaded by runtime '{self.runtime}': {first}")
+
+    def set_input(self, index: int, value: np.ndarray) -> None:
+        self.interpreter.set_tensor(self.inputs[index].index, value)
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def output(self, index: int) -> np.ndarray:
+        return self.interpreter.get_tensor(self.outputs[index].index)
+
+    def describe(self) -> str:
+        return f"{self.runtime}/{self.delegate}/{self.threads} threads"
+
+
+_NOTICES_GIVEN: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print a one-line notice to stderr the first time it is given (e.g. a delegate fallback)."""
+    if message not in _NOTICES_GIVEN:
+        _NOTICES_GIVEN.add(message)
+        print(f"note: {message}", file=sys.stderr)
+
+
+def cpu_twin(path: Path) -> Path | None:
+    """The CPU model that Coral ships beside ``X_edgetpu.tflite`` as ``X.tflite``, if present."""
+    if path.stem.endswith("_edgetpu"):
+        twin = path.with_name(path.stem[: -len("_edgetpu")] + path.suffix)
+        if twin.is_file():
+            return twin
+    return None
+
+
+def open_backend(path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2) -> Backend:
+    """Open a model; with ``delegate='auto'``, fall back to the CPU (saying so once) where that is possible.
+
+    An EdgeTPU-compiled model without a TPU falls back to its CPU twin; a float model tries a
+    GPU delegate first and runs on the CPU when none is installed.
+    """
+    path = Path(path)
+    if delegate != "auto":
+        return Backend(path, runtime, delegate, threads)
+    try:
+        backend = Backend(path, runtime, "auto", threads)
+    except DelegateError as exc:
+        twin = cpu_twin(path)
+        if twin is None:
+            raise
+        warn_once(f"{exc.args[0].split(';')[0]}; running {twin.name} on the CPU instead")
+        return Backend(twin, runtime, "cpu", threads)
+    if backend.delegate == "cpu" and not backend.inputs[0].quantized:
+        try:
+            return Backend(path, runtime, "gpu", threads)
+        except (DelegateError, ModelError):
+            warn_once("no GPU delegate available for this float model; running on the CPU")
+    return backend

@@ -1,0 +1,65 @@
+"""The `segrefine-edge` command: one Click group whose commands load lazily.
+
+Heavy commands (train, convert: TensorFlow) are imported only when invoked, so `--help`
+and every runtime command work without TensorFlow installed. The library raises
+SegrefineError subclasses; this module turns them into one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from segrefine_edge.errors import SegrefineError
+
+COMMANDS = {
+    "stream": ("segrefine_edge.cli.stream", "stream", "Segment a camera, video, stream or images in real time."),
+    "bench": ("segrefine_edge.cli.bench", "bench", "Measure model invoke latency (median, p95); compare two models."),
+    "train": ("segrefine_edge.cli.train", "train", "Train the segmenter (needs the 'train' extra: TensorFlow)."),
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs or shows its help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, _, help_text) in COMMANDS.items()])
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SegrefineError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"auto_envvar_prefix": "SEGREFINE_EDGE",
+                                              "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="segrefine-edge")
+def main() -> None:
+    """Real-time video segmentation for edge devices: a MobileNet-DeepLab segmenter and a
+    GAN-trained boundary refiner, run with LiteRT on CPU, GPU or Coral EdgeTPU."""
+
+
+def run() -> None:
+    """Console-script entry point."""
+    main(prog_name="segrefine-edge")
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,63 @@
+"""Options shared by the runtime commands: model loading and the model-contract overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from segrefine_edge.backend import DELEGATES, RUNTIMES
+from segrefine_edge.contract import INPUT_RANGES, OUTPUT_KINDS, read_labels_file
+from segrefine_edge.errors import ModelError
+from segrefine_edge.models import default_model_path
+
+
+def runtime_options(func: Callable) -> Callable:
+    """--runtime, --delegate, --threads."""
+    func = click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
+                        help="CPU threads for the interpreter.")(func)
+    func = click.option("--delegate", type=click.Choice(DELEGATES), default="auto", show_default=True,
+                        help="Accelerator: auto uses the EdgeTPU for _edgetpu models, else the CPU.")(func)
+    func = click.option("--runtime", type=click.Choice(("auto", *RUNTIMES)), default="auto", show_default=True,
+                        help="TFLite runtime: LiteRT, tflite-runtime or tensorflow.lite.")(func)
+    return func
+
+
+def contract_options(func: Callable) -> Callable:
+    """Overrides of the model contract for third-party models."""
+    func = click.option("--output-kind", type=click.Choice(OUTPUT_KINDS), default=None,
+                        help="What the output holds, if the tensors do not say.")(func)
+    func = click.option("--color-order", type=click.Choice(("RGB", "BGR")), default=None,
+                        help="Colour order the model expects.")(func)
+    func = click.option("--input-range", type=click.Choice(tuple(INPUT_RANGES)), default=None,
+                        help="Float input range the model expects (0-255 pixels are scaled to it).")(func)
+    func = click.option("--palette", "palette_file", type=click.Path(dir_okay=False), default=None,
+                        help="JSON list of [r, g, b] colours, one per class.")(func)
+    func = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+                        help="Text file with one class name per line.")(func)
+    return func
+
+
+def contract_overrides(labels_file: str | None, palette_file: str | None, input_range: str | None,
+                       color_order: str | None, output_kind: str | None) -> dict[str, Any]:
+    overrides: dict[str, Any] = {"input_range": input_range, "color_order": color_order, "output_kind": output_kind}
+    if labels_file:
+        overrides["labels"] = read_labels_file(labels_file)
+    if palette_file:
+        try:
+            overrides["palette"] = [tuple(int(c) for c in colour) for colour in json.loads(Path(palette_file).read_text())]
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelError(f"palette {palette_file} is not a JSON list of [r, g, b] colours ({exc})") from exc
+    return overrides
+
+
+def resolve_model_path(model: str | None) -> str:
+    """The model to run: --model, else the default model that ships in the package."""
+    if model:
+        return model
+    path = default_model_path()
+    if path is None:
+        raise ModelError("no default model ships in this build; pass --model PATH to a .tflite segmenter")
+    return str(path)

@@ -1,0 +1,117 @@
+"""`segrefine-edge stream`: segment a camera, video, network stream or images, live."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+
+from segrefine_edge.cli.options import contract_options, contract_overrides, resolve_model_path, runtime_options
+from segrefine_edge.errors import SourceError
+from segrefine_edge.pipeline import FramePipeline, Outputs, RunLimits, run_stream
+from segrefine_edge.refiner import IdentityRefiner, TFLiteRefiner
+from segrefine_edge.render import VIEWS, Renderer, RenderOptions
+from segrefine_edge.segmenter import Segmenter
+from segrefine_edge.sinks import DisplaySink, MaskSink, VideoFileSink, display_available
+from segrefine_edge.sources import open_source
+from segrefine_edge.timing import format_summary, write_json
+
+
+def _source_uri(input_uri: str | None, camera: int | None, video: str | None) -> str:
+    given = [v for v in (input_uri, None if camera is None else str(camera), video) if v is not None]
+    if len(given) != 1:
+        raise SourceError("give exactly one input: INPUT (file, folder, glob, URL), --camera N or --video PATH")
+    return given[0]
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM end the run cleanly (outputs closed) instead of killing it."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
+    return {segmenter.contract.class_index(n.strip()) for item in names for n in item.split(",") if n.strip()}
+
+
+@click.command()
+@click.argument("input_uri", metavar="[INPUT]", required=False)
+@click.option("--camera", type=int, default=None, help="Camera index (live: the newest frame wins).")
+@click.option("--video", type=str, default=None, help="Video file (every frame, in order).")
+@click.option("--model", "-m", default=None, help="Segmenter .tflite (default: the shipped CamVid model).")
+@click.option("--refiner", default=None, help="Refiner .tflite; without it the refine stage is the identity.")
+@runtime_options
+@contract_options
+@click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
+@click.option("--out", "out_video", default=None, help="Write the rendered view to this video (.mp4/.avi).")
+@click.option("--masks", "masks_dir", default=None, help="Write a palette PNG of class indices per frame here.")
+@click.option("--view", type=click.Choice(VIEWS), default="overlay", show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
+@click.option("--legend/--no-legend", default=True, show_default=True)
+@click.option("--hud/--no-hud", default=True, show_default=True, help="FPS and per-stage ms on the view.")
+@click.option("--classes", multiple=True, help="Only colour these classes (names or indices, comma-separated).")
+@click.option("--ignore-class", multiple=True, help="Never colour this class (repeatable).")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many frames.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many seconds.")
+@click.option("--stats-json", default=None, help="Write frames, FPS and per-stage p50/p95 as JSON.")
+def stream(input_uri, camera, video, model, refiner, runtime, delegate, threads, labels_file, palette_file,
+           input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
+           classes, ignore_class, max_frames, duration, stats_json) -> None:
+    """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
+
+    Ends with a summary of frames, FPS and p50/p95 per stage. Ctrl-C stops cleanly: the video
+    stays playable and every mask written so far is complete.
+    """
+    uri = _source_uri(input_uri, camera, video)
+    overrides = contract_overrides(labels_file, palette_file, input_range, color_order, output_kind)
+    segmenter = Segmenter.open(resolve_model_path(model), runtime, delegate, threads, overrides)
+    refine = TFLiteRefiner(refiner, runtime, delegate, threads) if refiner else IdentityRefiner()
+    contract = segmenter.contract
+    shown = _class_indices(segmenter, classes)
+    hidden = _class_indices(segmenter, ignore_class)
+    if shown:
+        hidden |= set(range(max(contract.num_classes, 256))) - shown
+    show_window = display_available() if display is None else display
+    with open_source(uri) as source:
+        renderer = Renderer(contract.labels, contract.palette_array(),
+                            RenderOptions(view=view, alpha=alpha, legend=legend, hud=hud, hidden=hidden))
+        outputs = Outputs(renderer=renderer, hud=hud)
+        try:
+            if out_video:
+                outputs.video = VideoFileSink(out_video, source.fps, renderer.output_size(source.size))
+            if masks_dir:
+                outputs.masks = MaskSink(masks_dir, contract.palette_array())
+            if show_window:
+                outputs.display = DisplaySink()
+        except BaseException:
+            outputs.close()
+            raise
+        click.echo(f"{segmenter.backend.path.name} on {segmenter.backend.describe()}, "
+                   f"input {contract.input_hw[1]}x{contract.input_hw[0]}, refiner: {refine.name}; "
+                   f"source {uri} ({source.size[0]}x{source.size[1]}, {source.fps:.1f} fps"
+                   f"{', live' if source.live else ''})", err=True)
+        stop = threading.Event()
+        with _stop_on_signals(stop):
+            timer = run_stream(source, FramePipeline(segmenter, refine), outputs,
+                               RunLimits(max_frames, duration), stop)
+        summary = timer.summary()
+        summary["skipped_frames"] = source.skipped
+        summary["model"] = str(segmenter.backend.path)
+        summary["backend"] = segmenter.backend.describe()
+    click.echo(format_summary(summary))
+    if source.skipped:
+        click.echo(f"skipped {source.skipped} undecodable frame(s)", err=True)
+    if stats_json:
+        write_json(stats_json, summary)
+    sys.stdout.flush()

@@ -1,0 +1,43 @@
+"""`segrefine-edge train`: train the segmenter (TensorFlow, imported lazily)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from segrefine_edge.cli.lazy_tf import require_tensorflow
+
+
+@click.group()
+def train() -> None:
+    """Train models (needs the 'train' extra: pip install 'segrefine-edge[train]')."""
+
+
+@train.command("segmenter")
+@click.option("--data", required=True, help="Dataset root (CamVid, VOC or images/ + masks/ layouts).")
+@click.option("--out", "run_dir", required=True, help="Run folder: config, checkpoints, logs, best weights.")
+@click.option("--config", "config_file", default=None, help="JSON config (see a run's config.json).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set model.alpha=0.5 --set augment.crop_hw=[320,320].")
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch", type=click.IntRange(1), default=None)
+@click.option("--backbone-weights", default=None, help="MobileNetV2 ImageNet .weights.h5 (see ../shared/weights).")
+@click.option("--strategy", type=click.Choice(("default", "mirrored", "multi-worker")), default=None,
+              help="tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_weights, strategy, resume) -> None:
+    """Train DeepLabv3+ (MobileNetV2) and keep the best checkpoint by val mIoU."""
+    require_tensorflow("train")
+    from segrefine_edge.train.config import TrainConfig, apply_overrides, load_config
+    from segrefine_edge.train.loop import train_segmenter
+
+    config = load_config(config_file) if config_file else TrainConfig()
+    flags = {"data": data, "epochs": epochs, "batch": batch, "backbone_weights": backbone_weights, "strategy": strategy}
+    settings = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    config = apply_overrides(config, [*settings, *overrides])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    best = train_segmenter(config, run_dir, resume=resume)
+    click.echo(f"best val mIoU {best.get('val_miou', float('nan')):.4f} at epoch {best.get('epoch')}; "
+               f"weights in {run_dir}/best.weights.h5")

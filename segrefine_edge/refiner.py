@@ -1,0 +1,75 @@
+"""The refinement stage: takes the frame and the segmenter's scores, returns better scores.
+
+The stage exists from day one: without a refiner model it is the identity, so the frame
+path, its timings and the CLI keep one shape whether or not a refiner is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from segrefine_edge.backend import open_backend
+from segrefine_edge.contract import resolve_contract
+from segrefine_edge.errors import ModelError
+from segrefine_edge.segmenter import ScoreMap
+
+
+class Refiner(Protocol):
+    name: str
+
+    def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
+        """Return refined scores (same classes) for one frame."""
+
+
+class IdentityRefiner:
+    """No refinement: scores pass through untouched (and cost nothing)."""
+
+    name = "none"
+
+    def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
+        return scores
+
+
+class TFLiteRefiner:
+    """A refiner model (contract role 'refiner') with inputs ``image`` and ``probabilities``.
+
+    Its contract's ``refiner_inputs`` names the order of its input tensors; ``image`` is fed
+    like a segmenter's input, ``probabilities`` as HxWxC floats at the refiner's input size.
+    Its output is logits over the same classes.
+    """
+
+    def __init__(self, path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2) -> None:
+        self.backend = open_backend(path, runtime, delegate, threads)
+        self.contract = resolve_contract(self.backend)
+        if self.contract.role != "refiner":
+            raise ModelError(f"{Path(path).name} is a {self.contract.role} model, not a refiner; "
+                             "pass a refiner to --refiner or leave it out")
+        self.order = self.contract.refiner_inputs or ["image", "probabilities"]
+        if sorted(self.order) != ["image", "probabilities"]:
+            raise ModelError(f"refiner inputs {self.order} are not supported; expected image and probabilities")
+        self.name = Path(path).stem
+        self.hw = self.contract.input_hw
+
+    def _tensor(self, position: int, value: np.ndarray) -> np.ndarray:
+        info = self.backend.inputs[position]
+        if info.quantized:
+            iinfo = np.iinfo(info.dtype)
+            return np.clip(np.round(value / info.scale + info.zero_point), iinfo.min, iinfo.max).astype(info.dtype)[None]
+        return value.astype(np.float32)[None]
+
+    def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
+        h, w = self.hw
+        image = cv2.cvtColor(cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        image = image.astype(np.float32) * self.contract.input_scale + self.contract.input_offset
+        probs = cv2.resize(scores.probabilities(), (w, h), interpolation=cv2.INTER_LINEAR)
+        feeds = {"image": image, "probabilities": probs.reshape(h, w, -1)}
+        for position, name in enumerate(self.order):
+            self.backend.set_input(position, self._tensor(position, feeds[name]))
+        self.backend.invoke()
+        out = self.backend.output(0)[0]
+        info = self.backend.outputs[0]
+        return ScoreMap("logits", out, info.scale if info.quantized else 0.0, info.zero_point if info.quantized else 0)

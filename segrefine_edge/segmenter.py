@@ -1,0 +1,162 @@
+"""Run a segmentation model on BGR frames: preprocess, invoke, read class scores or labels.
+
+Quantised outputs stay quantised until something needs real numbers: argmax and bilinear
+upsampling commute with a per-tensor affine dequantisation, so the frame path resizes and
+argmaxes the raw uint8 scores (cheap, SIMD in OpenCV) and only a refiner dequantises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from segrefine_edge.backend import Backend, TensorInfo, open_backend
+from segrefine_edge.contract import ModelContract, resolve_contract
+
+
+@dataclass
+class ScoreMap:
+    """A model's output at model resolution.
+
+    ``kind`` is 'labels' (``values`` HxW ints), 'sigmoid' (HxW foreground probability or its
+    quantised form) or 'logits'/'probabilities' (HxWxC). For quantised tensors, ``values``
+    holds the raw integers and ``real = (values - zero_point) * scale``.
+    """
+
+    kind: str
+    values: np.ndarray
+    scale: float = 0.0
+    zero_point: int = 0
+
+    def real(self) -> np.ndarray:
+        """Values as float32 (dequantised)."""
+        if self.scale:
+            return (self.values.astype(np.float32) - self.zero_point) * self.scale
+        return self.values.astype(np.float32, copy=False)
+
+    def probabilities(self) -> np.ndarray:
+        """HxWxC float32 class probabilities (softmax of logits; [1-p, p] for a sigmoid channel)."""
+        if self.kind == "labels":
+            raise ValueError("an argmax-only model gives labels, not probabilities")
+        x = self.real()
+        if self.kind == "sigmoid":
+            return np.stack([1.0 - x, x], axis=-1)
+        if self.kind == "probabilities":
+            return x
+        x = x - x.max(axis=-1, keepdims=True)
+        np.exp(x, out=x)
+        return x / x.sum(axis=-1, keepdims=True)
+
+
+def _as_uint8(values: np.ndarray, zero_point: int) -> tuple[np.ndarray, int]:
+    """Shift int8 scores to uint8 (OpenCV resizes uint8 fastest); the zero point moves with them."""
+    if values.dtype == np.int8:
+        return (values.view(np.uint8) ^ 0x80), zero_point + 128
+    return values, zero_point
+
+
+def labels_at(scores: ScoreMap, size_wh: tuple[int, int]) -> np.ndarray:
+    """Class labels (uint8 HxW, or uint16 with >255 classes) at ``size_wh``.
+
+    Scores are upsampled bilinearly before the argmax (sharper than upsampling labels);
+    argmax-only models are upsampled with nearest neighbour.
+    """
+    w, h = size_wh
+    if scores.kind == "labels":
+        labels = scores.values.astype(np.uint16 if scores.values.max(initial=0) > 255 else np.uint8)
+        if labels.shape[:2] != (h, w):
+            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        return labels
+    values, zero_point = _as_uint8(scores.values, scores.zero_point)
+    if values.shape[:2] != (h, w):
+        values = _resize_channels(values, (w, h))
+    if scores.kind == "sigmoid":
+        threshold = 0.5 / scores.scale + zero_point if scores.scale else 0.5
+        return (values > threshold).astype(np.uint8)
+    return np.argmax(values, axis=-1).astype(np.uint8 if values.shape[-1] <= 256 else np.uint16)
+
+
+def _resize_channels(values: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of HxW or HxWxC (OpenCV takes at most 512 channels at once)."""
+    if values.ndim == 2 or values.shape[-1] <= 512:
+        out = cv2.resize(values, size_wh, interpolation=cv2.INTER_LINEAR)
+        return out if values.ndim == 2 or out.ndim == 3 else out[..., None]
+    parts = [cv2.resize(values[..., i:i + 512], size_wh, interpolation=cv2.INTER_LINEAR)
+             for i in range(0, values.shape[-1], 512)]
+    return np.concatenate(parts, axis=-1)
+
+
+class Segmenter:
+    """A segmentation model with its contract: ``scores(frame_bgr)`` returns a ScoreMap.
+
+    Frames are BGR uint8 (OpenCV's order) of any size; they are resized to the model's input.
+    """
+
+    def __init__(self, backend: Backend, contract: ModelContract) -> None:
+        self.backend = backend
+        self.contract = contract
+        self.input: TensorInfo = backend.inputs[0]
+        self.output: TensorInfo = backend.outputs[0]
+        self._input_map = self._input_mapping()
+
+    @classmethod
+    def open(cls, path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2,
+             overrides: dict[str, Any] | None = None) -> Segmenter:
+        backend = open_backend(path, runtime, delegate, threads)
+        return cls(backend, resolve_contract(backend, overrides))
+
+    def _input_mapping(self) -> tuple[float, float] | None:
+        """(a, b) such that the tensor value is ``a * pixel + b``; None when raw pixels fit as they are."""
+        c = self.contract
+        if not self.input.quantized:
+            return (c.input_scale, c.input_offset)
+        a = c.input_scale / self.input.scale
+        b = c.input_offset / self.input.scale + self.input.zero_point
+        raw_offset = 0.0 if self.input.dtype == np.uint8 else -128.0
+        if abs(a - 1.0) < 0.01 and abs(b - raw_offset) < 0.5:
+            return None
+        return (a, b)
+
+    def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Resize, reorder colours and normalise/quantise a BGR frame into the input tensor."""
+        h, w = self.contract.input_hw
+        image = frame_bgr
+        if image.shape[:2] != (h, w):
+            shrink = image.shape[0] > h and image.shape[1] > w
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if self.contract.color_order == "RGB":
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if self._input_map is None:
+            if self.input.dtype == np.int8:
+                image = (image.view(np.int8) ^ np.int8(-128))
+            return image[None]
+        a, b = self._input_map
+        tensor = image.astype(np.float32) * a + b
+        if self.input.quantized:
+            info = np.iinfo(self.input.dtype)
+            tensor = np.clip(np.round(tensor), info.min, info.max).astype(self.input.dtype)
+        return tensor[None].astype(self.input.dtype, copy=False)
+
+    def invoke(self, tensor: np.ndarray) -> ScoreMap:
+        """Run the model on a preprocessed tensor; returns the output at model resolution."""
+        self.backend.set_input(0, tensor)
+        self.backend.invoke()
+        out = self.backend.output(0)[0]
+        kind = self.contract.output_kind
+        if kind == "sigmoid" and out.ndim == 3:
+            out = out[..., 0]
+        if kind == "labels" and out.ndim == 3:
+            out = out[..., 0]
+        scale, zero = (self.output.scale, self.output.zero_point) if self.output.quantized else (0.0, 0)
+        return ScoreMap(kind, out, scale, zero)
+
+    def scores(self, frame_bgr: np.ndarray) -> ScoreMap:
+        return self.invoke(self.preprocess(frame_bgr))
+
+    def segment(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Class labels at the frame's own size."""
+        return labels_at(self.scores(frame_bgr), (frame_bgr.shape[1], frame_bgr.shape[0]))

@@ -1,0 +1,213 @@
+"""Frame sources, built by one factory keyed on the input string.
+
+Grammar (as jetson-inference's): a camera index (``0``) or ``/dev/videoN``; ``rtsp://``,
+``http(s)://`` streams; a video file; a folder of images; a glob of images. Cameras and
+network streams are *live*: a reader keeps only the newest frame so latency never grows.
+Files and folders deliver every frame, in order. Undecodable frames in the middle of a file
+or folder are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segrefine_edge.datasets import IMAGE_SUFFIXES
+from segrefine_edge.errors import SourceError
+
+_MAX_CONSECUTIVE_BAD_FRAMES = 50
+
+
+@dataclass
+class Frame:
+    """A BGR uint8 image with its position in the source and a timestamp in seconds."""
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+
+
+class Source:
+    """Base class: iterate frames with ``read()`` until it returns None."""
+
+    live = False
+    fps: float = 30.0
+    size: tuple[int, int] = (0, 0)  # (width, height) of the first frame
+    skipped = 0
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device or file."""
+
+
+class VideoFileSource(Source):
+    """Every frame of a video file, in order; corrupt frames are skipped and counted."""
+
+    def __init__(self, path: str) -> None:
+        if not Path(path).is_file():
+            raise SourceError(f"video {path} does not exist; check the path")
+        self.capture = cv2.VideoCapture(path)
+        if not self.capture.isOpened():
+            raise SourceError(f"{path} could not be opened as a video; is it a video file OpenCV can decode?")
+        self.path = path
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.index = 0
+        first = self._next_image()
+        if first is None:
+            raise SourceError(f"{path} holds no decodable frame; the file may be empty or corrupt")
+        self._pending: np.ndarray | None = first
+        self.size = (first.shape[1], first.shape[0])
+
+    def _next_image(self) -> np.ndarray | None:
+        bad = 0
+        while True:
+            ok, image = self.capture.read()
+            if ok and image is not None and image.size:
+                return image
+            position = int(self.capture.get(cv2.CAP_PROP_POS_FRAMES))
+            if self.frame_count <= 0 or position >= self.frame_count or bad >= _MAX_CONSECUTIVE_BAD_FRAMES:
+                return None
+            bad += 1
+            self.skipped += 1
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, position + 1)
+
+    def read(self) -> Frame | None:
+        image = self._pending if self._pending is not None else self._next_image()
+        self._pending = None
+        if image is None:
+            return None
+        frame = Frame(image, self.index, self.index / self.fps)
+        self.index += 1
+        return frame
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class ImageFilesSource(Source):
+    """A sorted list of image files (a folder or a glob); unreadable files are skipped and counted."""
+
+    def __init__(self, files: list[Path], fps: float = 30.0) -> None:
+        if not files:
+            raise SourceError("no image files found; give a folder or glob that holds .png/.jpg images")
+        self.files, self.fps, self.index, self.position = files, fps, 0, 0
+        first = None
+        for path in files:
+            first = cv2.imread(str(path))
+            if first is not None:
+                break
+        if first is None:
+            raise SourceError(f"none of the {len(files)} image files could be decoded")
+        self.size = (first.shape[1], first.shape[0])
+
+    def read(self) -> Frame | None:
+        while self.position < len(self.files):
+            path = self.files[self.position]
+            self.position += 1
+            image = cv2.imread(str(path))
+            if image is None:
+                self.skipped += 1
+                continue
+            frame = Frame(image, self.index, self.index / self.fps)
+            frame.name = path.stem  # type: ignore[attr-defined]
+            self.index += 1
+            return frame
+        return None
+
+
+class LiveSource(Source):
+    """A camera or network stream read by a thread that keeps only the newest frame.
+
+    ``read()`` blocks until a frame newer than the last one returned exists, so a slow
+    consumer drops stale frames instead of queueing them.
+    """
+
+    live = True
+
+    def __init__(self, target: int | str, description: str, open_timeout: float = 10.0) -> None:
+        self.capture = cv2.VideoCapture(target)
+        if not self.capture.isOpened():
+            raise SourceError(f"{description} could not be opened; check that it exists and is not in use")
+        if isinstance(target, int):
+            self.capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._ended = False
+        self._index = 0
+        self._last_returned = -1
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._started = time.monotonic()
+        self._thread.start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._latest is not None or self._ended, timeout=open_timeout)
+            if self._latest is None:
+                self.close()
+                raise SourceError(f"{description} opened but gave no frame within {open_timeout:.0f} s")
+            self.size = (self._latest.image.shape[1], self._latest.image.shape[0])
+
+    def _run(self) -> None:
+        while not self._ended:
+            ok, image = self.capture.read()
+            with self._cond:
+                if not ok:
+                    self._ended = True
+                else:
+                    self._latest = Frame(image, self._index, time.monotonic() - self._started)
+                    self._index += 1
+                self._cond.notify_all()
+
+    def read(self) -> Frame | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._ended or (self._latest is not None and self._latest.index > self._last_returned))
+            if self._latest is None or self._latest.index <= self._last_returned:
+                return None
+            frame = self._latest
+            self.dropped += frame.index - self._last_returned - 1
+            self._last_returned = frame.index
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2)
+        self.capture.release()
+
+
+def open_source(uri: str) -> Source:
+    """Build the source that ``uri`` names (see the module docstring for the grammar)."""
+    if re.fullmatch(r"\d+", uri):
+        return LiveSource(int(uri), f"camera {uri}")
+    if re.fullmatch(r"/dev/video\d+", uri):
+        return LiveSource(uri, f"camera {uri}")
+    if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", uri):
+        return LiveSource(uri, f"stream {uri}")
+    path = Path(uri)
+    if path.is_dir():
+        return ImageFilesSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+    if any(ch in uri for ch in "*?["):
+        return ImageFilesSource([Path(p) for p in sorted(glob.glob(uri)) if Path(p).suffix.lower() in IMAGE_SUFFIXES])
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise SourceError(f"image {uri} does not exist; check the path")
+        return ImageFilesSource([path])
+    return VideoFileSource(uri)

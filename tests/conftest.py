@@ -1,0 +1,57 @@
+"""Shared fixtures: paths into ../shared (fail clearly when it is missing) and tiny synthetic inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.exists():
+        pytest.fail(f"{path} is missing: these tests need ../shared beside the repository (see README)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def peers() -> Path:
+    return shared_path("peers")
+
+
+@pytest.fixture(scope="session")
+def cityscapes_model(peers: Path) -> Path:
+    return peers / "coral" / "deeplab_mobilenet_edgetpu_slim_cityscapes_quant.tflite"
+
+
+@pytest.fixture(scope="session")
+def vtest() -> Path:
+    return shared_path("videos/vtest.avi")
+
+
+@pytest.fixture(scope="session")
+def tree_video() -> Path:
+    return shared_path("videos/tree.avi")
+
+
+@pytest.fixture(scope="session")
+def camvid() -> Path:
+    return shared_path("data/camvid")
+
+
+@pytest.fixture()
+def small_video(tmp_path: Path) -> Path:
+    """A 12-frame synthetic MJPG video (unit tests only)."""
+    path = tmp_path / "small.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(12):
+        frame = np.full((48, 64, 3), 20 * i, np.uint8)
+        cv2.rectangle(frame, (i * 4, 10), (i * 4 + 12, 30), (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    return path

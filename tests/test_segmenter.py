@@ -1,0 +1,127 @@
+"""The model contract and segmenter on every peer model in ../shared/peers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segrefine_edge.errors import ModelError
+from segrefine_edge.segmenter import ScoreMap, Segmenter, labels_at
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def cityscapes_image(peers):
+    return cv2.imread(str(peers / "coral" / "cityscapes_segmentation.bmp"))
+
+
+@pytest.fixture(scope="module")
+def cityscapes_labels(cityscapes_model, cityscapes_image):
+    return Segmenter.open(cityscapes_model).segment(cityscapes_image)
+
+
+@pytest.fixture(scope="module")
+def street_frame(vtest):
+    capture = cv2.VideoCapture(str(vtest))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 200)
+    ok, frame = capture.read()
+    assert ok
+    return frame
+
+
+def test_cityscapes_model_matches_corals_reference_mask(peers, cityscapes_labels):
+    reference = cv2.imread(str(peers / "coral" / "cityscapes_segmentation_mask.bmp"), cv2.IMREAD_GRAYSCALE)
+    agreement = float(np.mean(cityscapes_labels == reference))
+    assert agreement >= 0.90, agreement
+
+
+def test_cityscapes_contract_from_tensors_and_catalogue(cityscapes_model):
+    contract = Segmenter.open(cityscapes_model).contract
+    assert contract.output_kind == "labels"
+    assert contract.labels[13] == "car" and len(contract.labels) == 19
+    assert contract.source[0] == "tensors"
+
+
+@pytest.mark.parametrize(
+    "model,car_index,min_iou",
+    [
+        ("coral/deeplabv3_mnv2_pascal_quant.tflite", 7, 0.7),
+        ("coral/deeplabv3_mnv2_dm05_pascal_quant.tflite", 7, 0.7),
+        ("tflite-example/deeplabv3_257_mv_gpu.tflite", 7, 0.35),
+    ],
+)
+def test_voc_models_find_the_cars(peers, model, car_index, min_iou, cityscapes_image, cityscapes_labels):
+    """uint8 input with ArgMax int64 out, and float [-1,1] input with logits out."""
+    segmenter = Segmenter.open(peers / model)
+    labels = segmenter.segment(cityscapes_image)
+    assert labels.shape == cityscapes_image.shape[:2]
+    assert segmenter.contract.labels[car_index] == "car"
+    assert _iou(labels == car_index, cityscapes_labels == 13) >= min_iou
+
+
+def test_mediapipe_selfie_finds_the_pedestrians(peers, street_frame, cityscapes_model):
+    """float [0,1] input with a single sigmoid channel out."""
+    segmenter = Segmenter.open(peers / "mediapipe" / "selfie_segmentation.tflite")
+    assert segmenter.contract.output_kind == "sigmoid"
+    person = segmenter.segment(street_frame) == 1
+    reference = Segmenter.open(cityscapes_model).segment(street_frame) == 11
+    assert 0.01 < person.mean() < 0.2
+    assert _iou(person, reference) >= 0.15
+
+
+def test_mediapipe_landscape_contract(peers, street_frame):
+    """At 144x256 the street's pedestrians are a few pixels tall: only the contract is checked."""
+    segmenter = Segmenter.open(peers / "mediapipe" / "selfie_segmentation_landscape.tflite")
+    assert segmenter.contract.input_hw == (144, 256)
+    assert segmenter.contract.labels == ["background", "person"]
+    assert segmenter.segment(street_frame).shape == street_frame.shape[:2]
+
+
+def test_unknown_class_name_lists_the_choices(cityscapes_model):
+    contract = Segmenter.open(cityscapes_model).contract
+    assert contract.class_index("Car") == 13
+    with pytest.raises(ModelError, match="not one of this model's classes: road, sidewalk"):
+        contract.class_index("unicorn")
+
+
+def test_label_count_must_match_channels(peers):
+    with pytest.raises(ModelError, match="21 output channels but 2 labels"):
+        Segmenter.open(peers / "tflite-example" / "deeplabv3_257_mv_gpu.tflite", overrides={"labels": ["a", "b"]})
+
+
+def test_quantised_preprocess_feeds_raw_pixels(cityscapes_model):
+    """Coral's uint8 input (scale 1/128, zero point 128) takes pixels as they are."""
+    segmenter = Segmenter.open(cityscapes_model)
+    frame = np.random.default_rng(0).integers(0, 256, (513, 513, 3), dtype=np.uint8)
+    tensor = segmenter.preprocess(frame)
+    assert tensor.dtype == np.uint8 and tensor.shape == (1, 513, 513, 3)
+    assert np.array_equal(tensor[0], cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    scale=st.floats(0.01, 1.0),
+    zero=st.integers(-128, 127),
+    seed=st.integers(0, 1000),
+)
+def test_quantised_argmax_equals_float_argmax(scale, zero, seed):
+    """Resizing and argmaxing raw int8 scores gives the labels of the dequantised scores."""
+    values = np.random.default_rng(seed).integers(-128, 128, (9, 7, 5), dtype=np.int8)
+    quantised = ScoreMap("logits", values, scale, zero)
+    real = ScoreMap("logits", quantised.real())
+    assert np.array_equal(labels_at(quantised, (7, 9)), labels_at(real, (7, 9)))
+    assert labels_at(quantised, (21, 27)).shape == (27, 21)
+
+
+def test_probabilities_sum_to_one():
+    scores = ScoreMap("logits", np.random.default_rng(1).normal(size=(4, 5, 3)).astype(np.float32))
+    assert np.allclose(scores.probabilities().sum(-1), 1.0, atol=1e-5)
+    sigmoid = ScoreMap("sigmoid", np.full((2, 2), 0.25, np.float32))
+    assert np.allclose(sigmoid.probabilities()[..., 1], 0.25)
+    assert labels_at(sigmoid, (2, 2)).max() == 0

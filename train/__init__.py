@@ -1,0 +1,1 @@
+"""Training of the segmenter and refiner (TensorFlow/Keras; installed with the `train` extra)."""

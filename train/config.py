@@ -1,0 +1,90 @@
+"""Training configuration: dataclasses saved as JSON beside every run, overridable by ``a.b=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segrefine_edge.errors import SegrefineError
+from segrefine_edge.train.data import AugmentConfig
+from segrefine_edge.train.segmenter import SegmenterConfig
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a segmenter run; `config.json` in the run folder is this, resolved."""
+
+    data: str = "../shared/data/camvid"
+    train_split: str = "train"
+    val_split: str = "val"
+    backbone_weights: str | None = "../shared/weights/mobilenet_v2_1.0_224_imagenet_from_tf2ptq_no_top.weights.h5"
+    model: SegmenterConfig = field(default_factory=SegmenterConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval_hw: tuple[int, int] = (352, 480)
+    epochs: int = 40
+    batch: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "poly"
+    class_weighting: str = "sqrt_median"
+    ohem_fraction: float = 0.0
+    seed: int = 0
+    strategy: str = "default"
+    steps_per_epoch: int | None = None
+    val_limit: int | None = None
+
+
+def _from_dict(cls: type, values: dict[str, Any]):
+    kwargs = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in names:
+            raise SegrefineError(f"unknown config key '{key}' for {cls.__name__}; known: {', '.join(names)}")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            value = _from_dict(type(default), value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    return _from_dict(TrainConfig, values)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    try:
+        return config_from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as exc:
+        raise SegrefineError(f"cannot read config {path}: {exc}") from exc
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``a.b=value`` strings; values are parsed as JSON where they can be, else kept as text."""
+    values = config_to_dict(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SegrefineError(f"override '{item}' is not key=value (e.g. model.alpha=0.5)")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        target = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(target.get(part), dict):
+                raise SegrefineError(f"override '{key}': '{part}' is not a config section")
+            target = target[part]
+        if leaf not in target:
+            raise SegrefineError(f"override '{key}': unknown key '{leaf}'")
+        target[leaf] = value
+    return config_from_dict(values)

@@ -1,0 +1,148 @@
+"""tf.data pipelines for segmentation: parallel decode into memory, in-graph augmentation.
+
+Pairs come from :func:`segrefine_edge.datasets.find_pairs`, so training reads exactly the
+layouts `eval` reads. Decoding happens once, in a thread pool, with OpenCV; the decoded
+split is the cache. Unreadable images are skipped and counted, never fatal; a mask with a
+value that is neither a class nor void is fatal, because it means the class list is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from segrefine_edge.datasets import Pair
+from segrefine_edge.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodedSplit:
+    """A split held in memory as RGB uint8 images and uint8 label masks."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    skipped: list[str]
+
+
+def _decode(pair: Pair) -> tuple[np.ndarray, np.ndarray] | None:
+    image = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
+    mask = cv2.imread(str(pair.mask), cv2.IMREAD_UNCHANGED)
+    if image is None or mask is None:
+        return None
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), mask
+
+
+def decode_split(pairs: list[Pair], num_classes: int, void: int, workers: int = 4) -> DecodedSplit:
+    """Decode every pair; skip (and list) unreadable ones; reject masks with unknown values."""
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = list(pool.map(_decode, pairs))
+    images, masks, skipped = [], [], []
+    for pair, item in zip(pairs, decoded):
+        if item is None:
+            skipped.append(str(pair.image))
+            continue
+        image, mask = item
+        if image.shape[:2] != mask.shape[:2]:
+            raise DatasetError(f"{pair.image} is {image.shape[1]}x{image.shape[0]} but its mask is "
+                               f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size")
+        bad = (mask >= num_classes) & (mask != void)
+        if bad.any():
+            raise DatasetError(f"mask {pair.mask} holds value {int(mask[bad].max())}, outside classes "
+                               f"0-{num_classes - 1} and void {void}; fix the mask or the class list")
+        images.append(image)
+        masks.append(mask.astype(np.uint8))
+    if skipped:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(skipped), skipped[0])
+    if not images:
+        raise DatasetError("no readable image/mask pair in the split")
+    return DecodedSplit(images, masks, skipped)
+
+
+@dataclass
+class AugmentConfig:
+    """In-graph augmentation for training crops."""
+
+    crop_hw: tuple[int, int] = (288, 384)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    brightness: float = 0.12
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.03
+
+
+def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int):
+    """Random scale, pad with void, crop, flip and colour jitter; image stays float RGB 0-255."""
+    ch, cw = cfg.crop_hw
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.random.uniform([], *cfg.scale_range)
+    new_hw = tf.cast(tf.round(hw * scale), tf.int32)
+    image = tf.image.resize(tf.cast(image, tf.float32), new_hw, method="bilinear")
+    mask = tf.image.resize(mask[..., None], new_hw, method="nearest")
+    pad_h, pad_w = tf.maximum(ch - new_hw[0], 0), tf.maximum(cw - new_hw[1], 0)
+    paddings = [[0, pad_h], [0, pad_w], [0, 0]]
+    image = tf.pad(image, paddings, constant_values=127.5)
+    mask = tf.pad(tf.cast(mask, tf.float32), paddings, constant_values=float(void))
+    both = tf.image.random_crop(tf.concat([image, mask], axis=-1), [ch, cw, 4])
+    if cfg.flip:
+        both = tf.image.random_flip_left_right(both)
+    image, mask = both[..., :3] / 255.0, both[..., 3]
+    image = tf.image.random_brightness(image, cfg.brightness)
+    image = tf.image.random_contrast(image, 1 - cfg.contrast, 1 + cfg.contrast)
+    image = tf.image.random_saturation(image, 1 - cfg.saturation, 1 + cfg.saturation)
+    image = tf.image.random_hue(image, cfg.hue)
+    image = tf.clip_by_value(image, 0.0, 1.0) * 255.0
+    return image, tf.cast(mask, tf.int32)
+
+
+def _generator(split: DecodedSplit):
+    def gen():
+        for image, mask in zip(split.images, split.masks):
+            yield image, mask
+
+    return gen
+
+
+def training_dataset(split: DecodedSplit, cfg: AugmentConfig, batch: int, void: int, seed: int) -> tf.data.Dataset:
+    """Endless shuffled, augmented batches of (image float [0,255], mask int32 with void)."""
+    tf.random.set_seed(seed)
+    ds = tf.data.Dataset.from_generator(
+        _generator(split),
+        output_signature=(
+            tf.TensorSpec([None, None, 3], tf.uint8),
+            tf.TensorSpec([None, None], tf.uint8),
+        ),
+    )
+    ds = ds.shuffle(len(split.images), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(lambda i, m: _augment(i, m, cfg, void), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(split: DecodedSplit, num_classes: int, mode: str) -> np.ndarray | None:
+    """Median-frequency class weights (Eigen & Fergus), or their square root, or None.
+
+    The square root keeps the rare classes (Pole, SignSymbol, Pedestrian, Bicyclist) boosted
+    without letting them dominate the common ones.
+    """
+    if mode == "none":
+        return None
+    counts = np.zeros(num_classes, np.float64)
+    for mask in split.masks:
+        counts += np.bincount(mask.reshape(-1), minlength=256)[:num_classes]
+    freq = counts / max(counts.sum(), 1)
+    weights = np.median(freq[freq > 0]) / np.maximum(freq, 1e-12)
+    weights[freq == 0] = 0.0
+    if mode == "sqrt_median":
+        weights = np.sqrt(weights)
+    elif mode != "median":
+        raise ValueError(f"class weighting must be none, median or sqrt_median, not {mode!r}")
+    return weights.astype(np.float32)

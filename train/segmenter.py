@@ -1,0 +1,154 @@
+"""DeepLabv3+ on a keras.applications MobileNetV2 backbone, built from EdgeTPU-mappable ops only.
+
+Every op here converts to full-int8 TFLite and is in Coral's list of mapped ops: (depthwise)
+convolutions with equal x/y dilation, ReLU, Mean over x/y, concatenation, and resizes between
+static shapes. The model is rebuilt for each input size (training crops, export size) and
+weights move between builds, so no shape is ever dynamic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+from keras import layers
+
+# Stride-2 inverted-residual blocks of keras' MobileNetV2, and the last block index.
+_STRIDE2_BLOCKS = (1, 3, 6, 13)
+_LAST_BLOCK = 16
+_LOW_LEVEL_FEATURE = "block_3_expand_relu"  # stride 4
+
+
+@dataclass
+class SegmenterConfig:
+    """Architecture of the segmenter; saved with every run and every exported model."""
+
+    num_classes: int = 11
+    alpha: float = 1.0
+    output_stride: int = 16
+    aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
+    aspp_filters: int = 256
+    decoder_filters: int = 256
+    low_level_filters: int = 48
+    dropout: float = 0.1
+    bn_momentum: float = 0.9
+
+
+# === Backbone ===
+
+
+def _dilated_layer(layer: keras.layers.Layer, changes: dict[str, dict]) -> keras.layers.Layer:
+    """Recreate ``layer`` with config changes, or return a fresh copy of it unchanged."""
+    config = layer.get_config()
+    config.update(changes.get(layer.name, {}))
+    return layer.__class__.from_config(config)
+
+
+def _backbone_changes(output_stride: int) -> dict[str, dict]:
+    """Config edits that turn MobileNetV2's stride-32 tail into atrous blocks (DeepLab's trick)."""
+    changes: dict[str, dict] = {}
+    stride, rate = 2, 1  # after the stem
+    for block in range(1, _LAST_BLOCK + 1):
+        name = f"block_{block}_depthwise"
+        if block in _STRIDE2_BLOCKS:
+            if stride >= output_stride:
+                changes[name] = {"strides": (1, 1), "dilation_rate": (rate, rate)}
+                changes[f"block_{block}_pad"] = {"padding": ((rate, rate), (rate, rate))}
+                rate *= 2
+                continue
+            stride *= 2
+        if rate > 1:
+            changes[name] = {"dilation_rate": (rate, rate)}
+    return changes
+
+
+def build_backbone(
+    input_shape: tuple[int, int, int], alpha: float, output_stride: int, weights: str | None
+) -> keras.Model:
+    """MobileNetV2 without top, dilated to ``output_stride``, BatchNorm frozen.
+
+    BatchNorm is frozen because keras' MobileNetV2 uses momentum 0.999 and the shipped weights
+    have BN folded: trainable statistics never catch up in a short run and inference collapses.
+    """
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, not {output_stride}")
+    base = keras.applications.MobileNetV2(
+        input_shape=input_shape, alpha=alpha, include_top=False, weights=None
+    )
+    if weights:
+        base.load_weights(weights)
+    if output_stride != 32:
+        changes = _backbone_changes(output_stride)
+        dilated = keras.models.clone_model(base, clone_function=lambda lyr: _dilated_layer(lyr, changes))
+        dilated.set_weights(base.get_weights())
+        base = dilated
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+    return base
+
+
+# === Layers ===
+
+
+def _conv_bn_relu(x, filters: int, name: str, momentum: float, kernel: int = 1):
+    """Conv, BatchNorm, ReLU. ``momentum`` 0.9, not keras' 0.99: with a few thousand steps the
+    moving statistics must catch up with the batch statistics or inference collapses."""
+    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _separable_conv_bn_relu(x, filters: int, name: str, momentum: float, rate: int = 1):
+    x = layers.DepthwiseConv2D(3, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(name=f"{name}_dw_relu")(x)
+    return _conv_bn_relu(x, filters, f"{name}_pw", momentum)
+
+
+def _aspp(x, config: SegmenterConfig, feature_hw: tuple[int, int]):
+    """Atrous spatial pyramid pooling with an image-pooling branch (mean over x/y, then broadcast)."""
+    m = config.bn_momentum
+    branches = [_conv_bn_relu(x, config.aspp_filters, "aspp_1x1", m)]
+    for rate in config.aspp_rates:
+        branches.append(_separable_conv_bn_relu(x, config.aspp_filters, f"aspp_r{rate}", m, rate))
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
+    pooled = _conv_bn_relu(pooled, config.aspp_filters, "aspp_pool_proj", m)
+    branches.append(layers.UpSampling2D(size=feature_hw, interpolation="nearest", name="aspp_pool_up")(pooled))
+    x = layers.Concatenate(name="aspp_concat")(branches)
+    x = _conv_bn_relu(x, config.aspp_filters, "aspp_proj", m)
+    return layers.Dropout(config.dropout, name="aspp_dropout")(x)
+
+
+# === Functional Model ===
+
+
+def build_segmenter(
+    config: SegmenterConfig, input_hw: tuple[int, int], backbone_weights: str | None = None
+) -> keras.Model:
+    """DeepLabv3+ taking RGB float in [0, 255] at ``input_hw``; returns logits at ``input_hw``.
+
+    Normalisation to [-1, 1] is inside the model, so the int8 model's input is plain uint8 RGB.
+    ``input_hw`` must be divisible by ``output_stride`` and by 4 (decoder stride).
+    """
+    h, w = input_hw
+    if h % config.output_stride or w % config.output_stride:
+        raise ValueError(f"input size {h}x{w} must be divisible by the output stride {config.output_stride}")
+    inputs = keras.Input((h, w, 3), name="image")
+    backbone = build_backbone((h, w, 3), config.alpha, config.output_stride, backbone_weights)
+    features = keras.Model(
+        backbone.inputs, [backbone.get_layer(_LOW_LEVEL_FEATURE).output, backbone.output], name="backbone"
+    )
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inputs)
+    low, high = features(x)
+    fh, fw = h // config.output_stride, w // config.output_stride
+    x = _aspp(high, config, (fh, fw))
+    x = layers.UpSampling2D(size=config.output_stride // 4, interpolation="bilinear", name="decoder_up")(x)
+    m = config.bn_momentum
+    low = _conv_bn_relu(low, config.low_level_filters, "decoder_low", m)
+    x = layers.Concatenate(name="decoder_concat")([x, low])
+    x = _separable_conv_bn_relu(x, config.decoder_filters, "decoder_1", m)
+    x = _separable_conv_bn_relu(x, config.decoder_filters, "decoder_2", m)
+    x = layers.Conv2D(config.num_classes, 1, name="logits")(x)
+    outputs = layers.UpSampling2D(size=4, interpolation="bilinear", name="logits_up")(x)
+    return keras.Model(inputs, outputs, name="deeplabv3plus_mobilenetv2")
