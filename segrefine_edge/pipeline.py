@@ -167,9 +167,8 @@ def run_stream(source: Source, pipeline: FramePipeline, outputs: Outputs, limits
             timer.frame_done()
             if writer.error is not None:
                 break
-            if outputs.display is not None and outputs.latest_view:
-                if not outputs.display.show(outputs.latest_view[0]):
-                    break
+            if outputs.display is not None and outputs.latest_view and not outputs.display.show(outputs.latest_view[0]):
+                break
     finally:
         stop.set()
         writer.items.put(_END)

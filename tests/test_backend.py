@@ -36,7 +36,7 @@ def test_edgetpu_model_on_cpu_says_what_to_do(peers):
 
 
 def test_edgetpu_delegate_without_tpu_is_a_clear_error(peers):
-    with pytest.raises(DelegateError, match="libedgetpu|EdgeTPU"):
+    with pytest.raises(DelegateError, match=r"libedgetpu|EdgeTPU"):
         Backend(peers / "coral" / "deeplabv3_mnv2_pascal_quant_edgetpu.tflite", delegate="edgetpu")
 
 

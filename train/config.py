@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segrefine_edge.errors import SegrefineError
 from segrefine_edge.train.data import AugmentConfig
 from segrefine_edge.train.segmenter import SegmenterConfig
+
+from segrefine_edge.errors import SegrefineError
 
 
 @dataclass

@@ -10,14 +10,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-
-from segrefine_edge.datasets import find_pairs, read_class_info
-from segrefine_edge.errors import SegrefineError
-from segrefine_edge.metrics import ConfusionMatrix
 from segrefine_edge.train.config import TrainConfig, config_to_dict, load_config
 from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split, training_dataset
 from segrefine_edge.train.losses import segmentation_loss
 from segrefine_edge.train.segmenter import build_segmenter
+
+from segrefine_edge.datasets import find_pairs, read_class_info
+from segrefine_edge.errors import SegrefineError
+from segrefine_edge.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
         return tf.argmax(logits[0], axis=-1, output_type=tf.int32)
 
     cm = ConfusionMatrix(num_classes, void)
-    for image, mask in zip(split.images, split.masks):
+    for image, mask in zip(split.images, split.masks, strict=False):
         cm.update(mask, predict(image, tf.constant(mask.shape[:2])).numpy())
     return cm
 
