@@ -66,4 +66,4 @@ def measure(backends: list[Backend], warmup: int = 5, runs: int = 50, seed: int 
     for _ in range(runs):
         for position, backend in enumerate(backends):
             samples[position].append(_time_invoke(backend))
-    return [_result(b, s) for b, s in zip(backends, samples, strict=False)]
+    return [_result(b, s) for b, s in zip(backends, samples, strict=True)]

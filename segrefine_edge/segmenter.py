@@ -147,9 +147,7 @@ class Segmenter:
         self.backend.invoke()
         out = self.backend.output(0)[0]
         kind = self.contract.output_kind
-        if kind == "sigmoid" and out.ndim == 3:
-            out = out[..., 0]
-        if kind == "labels" and out.ndim == 3:
+        if kind in ("sigmoid", "labels") and out.ndim == 3:
             out = out[..., 0]
         scale, zero = (self.output.scale, self.output.zero_point) if self.output.quantized else (0.0, 0)
         return ScoreMap(kind, out, scale, zero)

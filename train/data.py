@@ -46,7 +46,7 @@ def decode_split(pairs: list[Pair], num_classes: int, void: int, workers: int = 
     with ThreadPoolExecutor(workers) as pool:
         decoded = list(pool.map(_decode, pairs))
     images, masks, skipped = [], [], []
-    for pair, item in zip(pairs, decoded, strict=False):
+    for pair, item in zip(pairs, decoded, strict=True):
         if item is None:
             skipped.append(str(pair.image))
             continue
@@ -106,7 +106,7 @@ def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int):
 
 def _generator(split: DecodedSplit):
     def gen():
-        yield from zip(split.images, split.masks, strict=False)
+        yield from zip(split.images, split.masks, strict=True)
 
     return gen
 

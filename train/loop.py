@@ -52,7 +52,7 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
         return tf.argmax(logits[0], axis=-1, output_type=tf.int32)
 
     cm = ConfusionMatrix(num_classes, void)
-    for image, mask in zip(split.images, split.masks, strict=False):
+    for image, mask in zip(split.images, split.masks, strict=True):
         cm.update(mask, predict(image, tf.constant(mask.shape[:2])).numpy())
     return cm
 
