@@ -16,6 +16,7 @@ from segrefine_edge.errors import SegrefineError
 
 COMMANDS = {
     "stream": ("segrefine_edge.cli.stream", "stream", "Segment a camera, video, stream or images in real time."),
+    "eval": ("segrefine_edge.cli.eval", "evaluate", "Score models: mIoU, Boundary F/IoU, temporal consistency, latency."),
     "bench": ("segrefine_edge.cli.bench", "bench", "Measure model invoke latency (median, p95); compare two models."),
     "train": ("segrefine_edge.cli.train", "train", "Train the segmenter (needs the 'train' extra: TensorFlow)."),
 }

@@ -1,5 +1,8 @@
-"""Segmentation metrics in numpy and OpenCV: region (confusion matrix), boundary, temporal."""
+"""Segmentation metrics (numpy and OpenCV only): region, boundary and temporal."""
 
+from segrefine_edge.metrics.boundary import BoundaryScores, boundary_f, boundary_map, inner_boundary
 from segrefine_edge.metrics.confusion import ConfusionMatrix
+from segrefine_edge.metrics.temporal import TemporalScores, pair_iou, warp_labels
 
-__all__ = ["ConfusionMatrix"]
+__all__ = ["BoundaryScores", "ConfusionMatrix", "TemporalScores", "boundary_f", "boundary_map", "inner_boundary",
+           "pair_iou", "warp_labels"]

@@ -9,13 +9,15 @@ class ConfusionMatrix:
     """Accumulate ``counts[true, pred]`` over many images; void pixels never count.
 
     Labels outside ``[0, num_classes)`` in the ground truth are treated as void (that is how
-    CamVid's void 11 and VOC's 255 are ignored). Predictions must lie in range.
+    CamVid's void 11 and VOC's 255 are ignored). A prediction outside that range means "none
+    of these classes" (a model class with no counterpart under a class map): it is a miss for
+    the true class and a false positive for no class, kept in an extra last column.
     """
 
     def __init__(self, num_classes: int, void: int | None = None) -> None:
         self.num_classes = num_classes
         self.void = void
-        self.counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.counts = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
 
     def update(self, truth: np.ndarray, pred: np.ndarray) -> None:
         """Add one image (or batch) of integer labels; shapes must match."""
@@ -27,16 +29,14 @@ class ConfusionMatrix:
         if self.void is not None:
             keep &= t != self.void
         t, p = t[keep], p[keep]
-        if p.size and (p.min() < 0 or p.max() >= self.num_classes):
-            raise ValueError(f"prediction holds labels outside [0, {self.num_classes})")
-        self.counts += np.bincount(t * self.num_classes + p, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
-        )
+        n = self.num_classes
+        p = np.where((p < 0) | (p >= n), n, p)
+        self.counts += np.bincount(t * (n + 1) + p, minlength=n * (n + 1)).reshape(n, n + 1)
 
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for a class absent from both truth and prediction."""
         tp = np.diag(self.counts).astype(np.float64)
-        denom = self.counts.sum(0) + self.counts.sum(1) - tp
+        denom = self.counts[:, : self.num_classes].sum(0) + self.counts.sum(1) - tp
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
 

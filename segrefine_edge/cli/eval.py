@@ -1,0 +1,85 @@
+"""`segrefine-edge eval`: score models side by side on a labelled split and a video sequence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+
+from segrefine_edge.cli.options import resolve_model_path, runtime_options
+from segrefine_edge.datasets import find_pairs
+from segrefine_edge.errors import DatasetError
+from segrefine_edge.evaluate import ModelRun, dataset_classes, label_table, results, score_sequence, score_split
+from segrefine_edge.pipeline import FramePipeline
+from segrefine_edge.refiner import IdentityRefiner, TFLiteRefiner
+from segrefine_edge.report import format_table, write_report
+from segrefine_edge.segmenter import Segmenter
+from segrefine_edge.sinks import check_writable_dir
+from segrefine_edge.sources import open_source
+
+
+def _progress(label: str):
+    """A progress bar with ETA on stderr (click prints just the label when stderr is not a terminal)."""
+    def wrap(items: Iterable) -> Iterable:
+        items = list(items)
+        with click.progressbar(items, label=label, show_eta=True, show_pos=True, file=click.get_text_stream("stderr")) as bar:
+            yield from bar
+    return wrap
+
+
+def _unique_names(paths: list[str]) -> list[str]:
+    names: list[str] = []
+    for path in paths:
+        stem = Path(path).stem
+        names.append(stem if stem not in names else f"{stem}#{len(names) + 1}")
+    return names
+
+
+@click.command("eval")
+@click.option("--data", default=None, help="Dataset root: CamVid (val/ + valannot/), VOC, or images/ + masks/.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--model", "-m", "models", multiple=True, help="Segmenter .tflite; repeat for one column per model "
+              "(default: the shipped CamVid model).")
+@click.option("--refiner", default=None, help="Refiner .tflite: adds a 'model+refiner' column per model.")
+@runtime_options
+@click.option("--class-map", default=None, help="JSON map from a model's classes to the dataset's, or a built-in "
+              "name (cityscapes-camvid), for models trained on other classes.")
+@click.option("--sequence", default=None, help="Ordered frames (folder or glob) to score temporal consistency on.")
+@click.option("--save-masks", default=None, help="Write predicted index PNGs here, named after the inputs.")
+@click.option("--json", "json_path", default=None, help="Write every score as JSON.")
+@click.option("--report", "report_dir", default=None, help="Write README.md with plots here (needs matplotlib).")
+def evaluate(data, split, models, refiner, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
+             report_dir) -> None:
+    """Score models: mIoU, per-class IoU, Boundary F and Boundary IoU on --data, TC and flicker
+    on --sequence, latency per frame; a column per model."""
+    if not data and not sequence:
+        raise DatasetError("nothing to score: give --data DIR (labelled split), --sequence FRAMES, or both")
+    paths = list(models) or [resolve_model_path(None)]
+    pairs = find_pairs(data, split) if data else []
+    segmenters = [Segmenter.open(p, runtime, delegate, threads) for p in paths]
+    classes = dataset_classes(data, segmenters[0].contract.labels)
+    if save_masks:
+        check_writable_dir(Path(save_masks), "masks")
+    refiners = [IdentityRefiner()] + ([TFLiteRefiner(refiner, runtime, delegate, threads)] if refiner else [])
+    runs = []
+    for name, path, segmenter in zip(_unique_names(paths), paths, segmenters, strict=True):
+        table, origin = label_table(segmenter.contract.labels, classes, class_map, name)
+        for stage in refiners:
+            column = name if isinstance(stage, IdentityRefiner) else f"{name}+refiner"
+            runs.append(ModelRun(column, path, FramePipeline(segmenter, stage), table, origin, classes))
+    if pairs:
+        score_split(runs, pairs, Path(save_masks) if save_masks else None,
+                    _progress(f"scoring {len(pairs)} images x {len(runs)} model(s)"))
+    frames = score_sequence(runs, open_source(sequence), _progress("sequence")) if sequence else 0
+    scores = [results(run) for run in runs]
+    click.echo(format_table(scores))
+    context = (f"Data: {data} split '{split}' ({len(pairs)} images)" if data else "No labelled split.") + (
+        f" Sequence: {sequence} ({frames} frames)." if sequence else "")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"data": data, "split": split, "sequence": sequence,
+                                               "images": len(pairs), "sequence_frames": frames,
+                                               "models": scores}, indent=1))
+    if report_dir:
+        click.echo(f"report: {write_report(Path(report_dir), scores, context)}", err=True)

@@ -1,0 +1,127 @@
+"""`segrefine-edge eval`: the acceptance run on CamVid val, outputs, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from segrefine_edge.cli import main
+from segrefine_edge.pngio import read_labels
+
+CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+                  "Bicyclist"]
+
+
+def _eval(*args: str):
+    return CliRunner().invoke(main, ["eval", *args])
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.fixture()
+def tiny_dataset(tmp_path: Path, camvid: Path) -> Path:
+    """Three real CamVid val pairs in the plain images/ + masks/ layout."""
+    root = tmp_path / "tiny"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for image in sorted((camvid / "val").iterdir())[:3]:
+        shutil.copy(image, root / "images" / image.name)
+        shutil.copy(camvid / "valannot" / image.name, root / "masks" / image.name)
+    (root / "classes.json").write_text(json.dumps({"classes": CAMVID_CLASSES, "void": 11}))
+    return root
+
+
+@pytest.mark.slow
+def test_coral_cityscapes_on_camvid_val_meets_the_reference(camvid: Path, cityscapes_model: Path, tmp_path: Path):
+    """Acceptance: an independent script measured mIoU 0.502 and TC 0.62 for this model and map."""
+    out = tmp_path / "scores.json"
+    result = _eval("--data", str(camvid), "-m", str(cityscapes_model), "--class-map", "cityscapes-camvid",
+                   "--sequence", str(camvid / "val" / "0016E5_*"), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())["models"][0]
+    assert scores["images"] == 101
+    assert scores["miou"] == pytest.approx(0.502, abs=0.005)
+    assert scores["temporal_consistency"] == pytest.approx(0.62, abs=0.01)
+    assert 0.45 < scores["boundary_f"] < 0.56
+    assert 0.0 < scores["boundary_iou"] < scores["miou"]
+    assert "Boundary F" in result.output and "deeplab_mobilenet_edgetpu_slim_cityscapes_quant" in result.output
+
+
+def test_two_models_masks_and_report(tiny_dataset: Path, cityscapes_model: Path, tmp_path: Path):
+    masks = tmp_path / "masks"
+    report = tmp_path / "report"
+    out = tmp_path / "scores.json"
+    result = _eval("--data", str(tiny_dataset), "-m", str(cityscapes_model), "-m", str(cityscapes_model),
+                   "--class-map", "cityscapes-camvid", "--save-masks", str(masks), "--json", str(out),
+                   "--report", str(report))
+    assert result.exit_code == 0, result.output
+    models = json.loads(out.read_text())["models"]
+    assert [m["name"] for m in models] == ["deeplab_mobilenet_edgetpu_slim_cityscapes_quant",
+                                           "deeplab_mobilenet_edgetpu_slim_cityscapes_quant#2"]
+    assert models[0]["miou"] == models[1]["miou"] > 0.3
+    written = sorted((masks / models[0]["name"]).glob("*.png"))
+    assert [p.name for p in written] == sorted(p.name for p in (tiny_dataset / "images").iterdir())
+    assert read_labels(written[0]).max() <= 11
+    text = (report / "README.md").read_text()
+    assert "| mIoU |" in text
+    for plot in ("per_class_iou.png", "boundary_f_tolerance.png", "latency.png"):
+        assert cv2.imread(str(report / plot)) is not None
+
+
+def test_mismatched_names(tiny_dataset: Path, cityscapes_model: Path):
+    next((tiny_dataset / "masks").iterdir()).rename(tiny_dataset / "masks" / "other.png")
+    line = _error_line(_eval("--data", str(tiny_dataset), "-m", str(cityscapes_model), "--class-map",
+                             "cityscapes-camvid"))
+    assert "do not match" in line
+
+
+def test_mismatched_sizes(tiny_dataset: Path, cityscapes_model: Path):
+    mask = next((tiny_dataset / "masks").iterdir())
+    cv2.imwrite(str(mask), np.zeros((100, 120), np.uint8))
+    line = _error_line(_eval("--data", str(tiny_dataset), "-m", str(cityscapes_model), "--class-map",
+                             "cityscapes-camvid"))
+    assert "120x100" in line and "must match" in line
+
+
+def test_mask_values_outside_the_classes(tiny_dataset: Path, cityscapes_model: Path):
+    mask = sorted((tiny_dataset / "masks").iterdir())[1]
+    values = read_labels(mask).copy()
+    values[0, 0] = 40
+    cv2.imwrite(str(mask), values)
+    line = _error_line(_eval("--data", str(tiny_dataset), "-m", str(cityscapes_model), "--class-map",
+                             "cityscapes-camvid"))
+    assert "value 40" in line and "11 classes" in line
+
+
+def test_empty_folder(tmp_path: Path, cityscapes_model: Path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    line = _error_line(_eval("--data", str(tmp_path), "-m", str(cityscapes_model)))
+    assert "no image/mask pairs" in line
+
+
+def test_class_map_naming_unknown_classes(tiny_dataset: Path, cityscapes_model: Path, tmp_path: Path):
+    bad = tmp_path / "map.json"
+    bad.write_text(json.dumps({"road": "Road", "car": "Automobile"}))
+    line = _error_line(_eval("--data", str(tiny_dataset), "-m", str(cityscapes_model), "--class-map", str(bad)))
+    assert "'Automobile'" in line and "not a class of the dataset" in line
+    bad.write_text(json.dumps({"road": "Road", "spaceship": "Car"}))
+    line = _error_line(_eval("--data", str(tiny_dataset), "-m", str(cityscapes_model), "--class-map", str(bad)))
+    assert "'spaceship'" in line
+
+
+def test_other_classes_without_a_map(tiny_dataset: Path, cityscapes_model: Path):
+    line = _error_line(_eval("--data", str(tiny_dataset), "-m", str(cityscapes_model)))
+    assert "--class-map" in line
