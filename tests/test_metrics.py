@@ -10,8 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix, TemporalScores, boundary_f, boundary_map
-from segrefine_edge.metrics import inner_boundary, pair_iou, warp_labels
+from segrefine_edge.metrics import (
+    BoundaryScores,
+    ConfusionMatrix,
+    TemporalScores,
+    boundary_f,
+    boundary_map,
+    inner_boundary,
+    pair_iou,
+    warp_labels,
+)
 
 labels_2d = arrays(np.uint8, st.tuples(st.integers(4, 24), st.integers(4, 24)), elements=st.integers(0, 3))
 label_pairs = st.tuples(st.integers(4, 24), st.integers(4, 24)).flatmap(
