@@ -29,6 +29,8 @@ ROLES = ("segmenter", "refiner", "fused")
 OUTPUT_KINDS = ("logits", "probabilities", "sigmoid", "labels")
 INPUT_RANGES = {"0,1": (1 / 255.0, 0.0), "-1,1": (1 / 127.5, -1.0), "0,255": (1.0, 0.0)}
 METADATA_NAME = "metadata.json"
+# Metadata keys that describe a model (provenance, measured numbers) without changing how it runs.
+INFO_FIELDS = ("name", "info")
 
 
 @dataclass
@@ -103,6 +105,16 @@ def read_embedded_metadata(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def embed_metadata(tflite: bytes, metadata: dict[str, Any]) -> bytes:
+    """The model with ``metadata.json`` in an appended zip: TFLite ignores trailing bytes,
+    and any zip reader (ours, MediaPipe's tooling, ``unzip -l``) finds the file."""
+    buffer = io.BytesIO()
+    buffer.write(tflite)
+    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(METADATA_NAME, json.dumps(metadata, indent=1))
+    return buffer.getvalue()
+
+
 def _parse_metadata(raw: bytes, origin: Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw)
@@ -151,7 +163,7 @@ def apply_fields(contract: ModelContract, values: dict[str, Any], origin: str) -
     """Set contract fields from a metadata/catalogue/override dict; unknown keys are an error."""
     names = {f.name for f in dataclasses.fields(ModelContract)}
     for key, value in values.items():
-        if value is None:
+        if value is None or key in INFO_FIELDS:
             continue
         if key == "input_range":
             if value not in INPUT_RANGES:

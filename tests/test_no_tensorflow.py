@@ -17,7 +17,7 @@ def test_import_and_stream_help_never_import_tensorflow():
         "import segrefine_edge, segrefine_edge.pipeline, segrefine_edge.metrics\n"
         "from click.testing import CliRunner\n"
         "from segrefine_edge.cli import main\n"
-        "for cmd in ('stream', 'bench', 'eval', 'train'):\n"
+        "for cmd in ('stream', 'bench', 'eval', 'train', 'convert'):\n"
         "    r = CliRunner().invoke(main, [cmd, '--help'])\n"
         "    assert r.exit_code == 0, (cmd, r.output)\n"
         "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None], 'tensorflow imported'\n"

@@ -1,0 +1,75 @@
+"""One conversion end to end: load, (fuse argmax), convert, embed the contract, validate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from segrefine_edge.convert.edge_graph import ArgMaxLabels, edge_friendly
+from segrefine_edge.convert.quantize import calibration_images, to_tflite
+from segrefine_edge.convert.source import ExportSource, load_source
+from segrefine_edge.convert.validate import Validation, validate
+
+from segrefine_edge.contract import embed_metadata
+from segrefine_edge.evaluate import dataset_classes
+from segrefine_edge.pngio import write_atomic
+
+
+@dataclass
+class ExportOptions:
+    target: str
+    out: Path
+    input_hw: tuple[int, int] | None = None
+    full_resolution: bool = False
+    fuse_argmax: bool = False
+    calib_data: str | None = None
+    calib_split: str = "train"
+    calib_count: int = 200
+    val_data: str | None = None
+    val_split: str = "val"
+    val_count: int = 30
+
+
+def _with_argmax(model: keras.Model) -> keras.Model:
+    """Labels instead of scores: argmax at the model's (quarter) resolution; the runtime
+    upsamples labels with nearest neighbour, so the graph never resizes at full size."""
+    labels = ArgMaxLabels(name="labels")(model.outputs[0])
+    return keras.Model(model.inputs, labels, name=f"{model.name}_argmax")
+
+
+def metadata(source: ExportSource, options: ExportOptions, model: keras.Model) -> dict:
+    """The model contract the runtime reads, plus provenance under 'info'."""
+    hw = tuple(int(d) for d in model.input_shape[1:3])
+    info = {"target": options.target, "exported_from": source.name, "data": source.data,
+            "output_resolution": "full" if options.full_resolution else "quarter"}
+    if source.recipe:
+        info["recipe"] = source.recipe
+    return {
+        "name": f"{source.name}_{options.target}", "role": "segmenter", "labels": source.labels or None,
+        "palette": source.palette, "void": source.void, "input_hw": list(hw), "color_order": "RGB",
+        "input_range": "0,255", "output_kind": "labels" if options.fuse_argmax else "logits", "info": info,
+    }
+
+
+def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, Validation | None]:
+    """Convert ``model_path`` as ``options`` say; returns the written file, its metadata, the validation."""
+    source = load_source(model_path, options.input_hw, options.full_resolution)
+    model = edge_friendly(source.model)
+    model = _with_argmax(model) if options.fuse_argmax else model
+    hw = tuple(int(d) for d in model.input_shape[1:3])
+    calib_data = options.calib_data or source.data
+    calibration = (calibration_images(calib_data, options.calib_split, options.calib_count, hw)
+                   if options.target in ("int8", "edgetpu") else None)
+    tflite = to_tflite(model, options.target, calibration, labels_output=options.fuse_argmax)
+    meta = metadata(source, options, model)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(options.out, embed_metadata(tflite, meta))
+    val_data = options.val_data or source.data
+    result = None
+    if val_data and options.val_count > 0 and Path(val_data).is_dir():
+        classes = dataset_classes(val_data, source.labels)
+        result = validate(source.model, options.out, val_data, options.val_split, options.val_count, classes)
+        meta["info"]["validation"] = result.to_json()
+        write_atomic(options.out, embed_metadata(tflite, meta))
+    return options.out, meta, result

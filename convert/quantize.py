@@ -1,0 +1,91 @@
+"""Keras model -> TFLite bytes for one target.
+
+- float32: reference, any delegate;
+- float16: weights in half precision, for GPU delegates (they compute in fp16 anyway);
+- dynamic: int8 weights, float activations (no calibration; CPU only);
+- int8: full-integer post-training quantisation, per-channel weights, activations calibrated
+  on real images; uint8 input (raw pixels: the model normalises inside) and int8 output;
+- edgetpu: int8 with uint8 input and output and static shapes, what edgetpu_compiler takes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
+from segrefine_edge.errors import DatasetError, ModelError
+
+TARGETS = ("float32", "float16", "dynamic", "int8", "edgetpu")
+
+
+def calibration_images(root: str | Path, split: str, count: int, input_hw: tuple[int, int],
+                       seed: int = 0) -> list[np.ndarray]:
+    """``count`` RGB float32 images at ``input_hw`` from a dataset split, or from a plain
+    folder of images; drawn at random (seeded) so calibration sees the whole split."""
+    root = Path(root)
+    try:
+        files = [pair.image for pair in find_pairs(root, split)]
+    except DatasetError:
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if root.is_dir() else []
+    if not files:
+        raise DatasetError(f"no calibration images in {root}: give --calib-data a dataset root or a folder of images")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(files), size=min(count, len(files)), replace=False)
+    images = []
+    for index in sorted(chosen):
+        bgr = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"calibration image {files[index]} cannot be read")
+        rgb = cv2.cvtColor(cv2.resize(bgr, input_hw[::-1], interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        images.append(rgb.astype(np.float32))
+    return images
+
+
+def _representative(images: list[np.ndarray]) -> Callable[[], Iterator[list[np.ndarray]]]:
+    def generate() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[None]]
+    return generate
+
+
+def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | None = None,
+              labels_output: bool = False) -> bytes:
+    """Convert ``model`` for ``target``; ModelError names the op or layer that cannot be converted.
+
+    ``labels_output`` (argmax fused in) keeps the integer label output as it is.
+    """
+    if target not in TARGETS:
+        raise ModelError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
+    inputs = keras.Input(model.input_shape[1:], batch_size=1, name="image")
+    model = keras.Model(inputs, model(inputs, training=False), name=model.name)  # static batch for EdgeTPU, GPU
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "saved_model"
+        spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32, name="image")
+        model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=[spec])
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if target == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif target == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif target in ("int8", "edgetpu"):
+            if not calibration:
+                raise DatasetError(f"--to {target} needs calibration images: pass --calib-data")
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = _representative(calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            if not labels_output:
+                converter.inference_output_type = tf.uint8 if target == "edgetpu" else tf.int8
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"conversion to {target} failed: {first}") from exc

@@ -1,0 +1,94 @@
+"""Load what `convert` converts: a training run folder, a ``.keras`` file, or a SavedModel.
+
+A run folder (``config.json`` + ``best.weights.h5``, as `train segmenter` writes) is rebuilt at
+the export size, so one training run can be exported at any input size divisible by the
+output stride, and carries its dataset's class names and palette into the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from segrefine_edge.train.config import config_from_dict
+from segrefine_edge.train.segmenter import build_segmenter
+
+from segrefine_edge.datasets import read_class_info
+from segrefine_edge.errors import ModelError
+
+LOGITS_LAYER = "logits"
+
+
+@dataclass
+class ExportSource:
+    """A float model whose output is logits, plus what the metadata needs to say about it."""
+
+    model: keras.Model
+    name: str
+    labels: list[str]
+    palette: list[tuple[int, int, int]] | None
+    void: int | None
+    data: str | None
+    recipe: dict | None
+
+
+def _quarter_resolution(model: keras.Model) -> keras.Model:
+    """The same network ending at the decoder's logits (1/4 of the input), before the final
+    bilinear x4: the runtime upsamples scores straight to the frame size anyway, so the
+    in-graph upsample only costs time (and is the op EdgeTPUs struggle with)."""
+    try:
+        logits = model.get_layer(LOGITS_LAYER).output
+    except ValueError:
+        return model
+    return keras.Model(model.inputs, logits, name=f"{model.name}_quarter")
+
+
+def load_source(path: str | Path, input_hw: tuple[int, int] | None, full_resolution: bool) -> ExportSource:
+    """Load ``path`` as a float Keras model, rebuilt at ``input_hw`` when it is a run folder."""
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        model, source = _from_run(path, input_hw)
+    elif path.suffix == ".keras" and path.is_file():
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except (ValueError, OSError) as exc:
+            raise ModelError(f"{path} is not a loadable Keras model ({exc})") from exc
+        source = ExportSource(model, path.stem, [], None, None, None, None)
+    elif path.is_dir() and (path / "saved_model.pb").is_file():
+        try:
+            model = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+        except (ValueError, OSError) as exc:
+            raise ModelError(f"{path} is a SavedModel without a usable serving_default signature ({exc})") from exc
+        inputs = keras.Input(input_hw + (3,) if input_hw else (None, None, 3))
+        outputs = model(inputs)
+        outputs = next(iter(outputs.values())) if isinstance(outputs, dict) else outputs
+        source = ExportSource(keras.Model(inputs, outputs), path.name, [], None, None, None, None)
+    else:
+        raise ModelError(f"{path} is not a training run folder (config.json + best.weights.h5), a .keras file "
+                         "or a SavedModel folder; pass what `segrefine-edge train` wrote")
+    if not full_resolution:
+        source.model = _quarter_resolution(source.model)
+    return source
+
+
+def _from_run(run: Path, input_hw: tuple[int, int] | None) -> tuple[keras.Model, ExportSource]:
+    weights = run / "best.weights.h5"
+    if not weights.is_file():
+        raise ModelError(f"run {run} has no best.weights.h5 yet; wait for an epoch to finish or pass another run")
+    recipe = json.loads((run / "config.json").read_text())
+    config = config_from_dict(recipe)
+    hw = tuple(input_hw or config.eval_hw)
+    try:
+        model = build_segmenter(config.model, hw)
+    except ValueError as exc:
+        raise ModelError(f"cannot export at {hw[1]}x{hw[0]}: {exc}") from exc
+    model.load_weights(weights)
+    info = read_class_info(config.data) if Path(config.data).is_dir() else None
+    labels = info.names if info else [f"class{i}" for i in range(config.model.num_classes)]
+    best = run / "best.json"
+    if best.is_file():
+        recipe["best"] = json.loads(best.read_text())
+    return model, ExportSource(model, run.name, labels, info.palette_rgb if info else None,
+                               info.void if info else None, config.data, recipe)

@@ -1,0 +1,109 @@
+"""`segrefine-edge convert`: export a trained model to TFLite, and check EdgeTPU readiness.
+
+`convert MODEL --to TARGET` needs TensorFlow (imported lazily); `convert check-edgetpu`
+reads a .tflite with the runtime alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from segrefine_edge.cli.lazy_tf import require_tensorflow
+from segrefine_edge.errors import ModelError, SegrefineError
+
+TARGETS = ("float32", "float16", "dynamic", "int8", "edgetpu")
+
+
+class QualityError(SegrefineError):
+    """The converted model lost more accuracy than allowed."""
+
+    exit_code = 3
+
+
+class _DefaultToModel(click.Group):
+    """`convert MODEL ...` runs the 'model' subcommand; `convert check-edgetpu ...` its own."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["model", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultToModel)
+def convert() -> None:
+    """Export a trained model to TFLite (`convert MODEL --to int8`), or check a .tflite for the
+    EdgeTPU (`convert check-edgetpu MODEL.tflite`)."""
+
+
+def _hw(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not HxW, e.g. 352x480") from None
+    return h, w
+
+
+@convert.command("model")
+@click.argument("model_path", metavar="MODEL")
+@click.option("--to", "target", type=click.Choice(TARGETS), default="int8", show_default=True)
+@click.option("--out", default=None, help="Output .tflite (default: MODEL_TARGET.tflite beside a run folder).")
+@click.option("--input-size", default=None, help="HxW to export at (default: the run's eval size).")
+@click.option("--full-resolution", is_flag=True, help="Keep the in-graph x4 upsample (default: logits at 1/4 size).")
+@click.option("--fuse-argmax", is_flag=True, help="Output labels (argmax at 1/4 size) instead of scores.")
+@click.option("--calib-data", default=None, help="Calibration images: dataset root or image folder (default: the run's data).")
+@click.option("--calib-split", default="train", show_default=True)
+@click.option("--calib-count", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--val-data", default=None, help="Labelled data to validate on (default: the run's data).")
+@click.option("--val-split", default="val", show_default=True)
+@click.option("--val-count", type=click.IntRange(0), default=30, show_default=True, help="0 skips validation.")
+@click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True,
+              help="Fail when mIoU falls by more than this against the float model.")
+def model_command(model_path, target, out, input_size, full_resolution, fuse_argmax, calib_data, calib_split,
+                  calib_count, val_data, val_split, val_count, max_drop) -> None:
+    """Convert MODEL (a training run folder, .keras file or SavedModel) to TFLite for --to."""
+    require_tensorflow("convert")
+    from segrefine_edge.convert.export import ExportOptions, export
+    from segrefine_edge.edgetpu import check_edgetpu
+
+    source = Path(model_path)
+    if not source.exists():
+        raise ModelError(f"{model_path} does not exist; pass a training run folder, .keras file or SavedModel")
+    suffix = "edgetpu-ready" if target == "edgetpu" else target
+    out_path = Path(out) if out else (source if source.is_dir() else source.parent) / f"{source.stem}_{suffix}.tflite"
+    options = ExportOptions(target, out_path, _hw(input_size), full_resolution, fuse_argmax, calib_data, calib_split,
+                            calib_count, val_data, val_split, val_count)
+    path, meta, validation = export(source, options)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {target}, input "
+               f"{meta['input_hw'][1]}x{meta['input_hw'][0]}, output {meta['output_kind']})")
+    if target == "edgetpu":
+        click.echo(check_edgetpu(path).format())
+        click.echo("compile it for the TPU with deploy/coral/compile.sh (needs edgetpu_compiler)")
+    if validation is not None:
+        v = validation.to_json()
+        click.echo(f"validation on {v['images']} images: float mIoU {v['float_miou']:.4f} BF {v['float_boundary_f']:.4f}"
+                   f" | {target} mIoU {v['miou']:.4f} BF {v['boundary_f']:.4f} | drop {v['miou_drop']:+.4f}"
+                   f" | agreement {v['pixel_agreement_with_float']:.4f} | invoke {v['invoke_ms_p50']:.1f} ms")
+        if validation.miou_drop > max_drop:
+            raise QualityError(f"{target} loses {validation.miou_drop:.4f} mIoU against float (allowed {max_drop}); "
+                               f"{path} is kept for inspection: try --calib-count 500 or --to float16")
+    sys.stdout.flush()
+
+
+@convert.command("check-edgetpu")
+@click.argument("model_path", metavar="MODEL.tflite")
+def check_edgetpu_command(model_path) -> None:
+    """List every op, type and shape the EdgeTPU would not map, and where the CPU takes over.
+
+    Exits 1 when something would not be mapped.
+    """
+    from segrefine_edge.edgetpu import check_edgetpu
+
+    report = check_edgetpu(model_path)
+    click.echo(report.format())
+    if report.findings and not report.compiled:
+        sys.exit(1)

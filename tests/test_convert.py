@@ -1,0 +1,107 @@
+"""`segrefine-edge convert` end to end on a tiny run folder, and `check-edgetpu` on real models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from segrefine_edge.cli import main
+from segrefine_edge.contract import read_embedded_metadata
+from segrefine_edge.edgetpu import check_edgetpu
+from segrefine_edge.segmenter import Segmenter
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.train
+
+CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+                  "Bicyclist"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, camvid: Path) -> Path:
+    """A run folder as `train segmenter` writes it: MobileNetV2 0.35 at 64x96, untrained head."""
+    from segrefine_edge.train.config import TrainConfig, config_to_dict
+    from segrefine_edge.train.segmenter import SegmenterConfig, build_segmenter
+
+    root = tmp_path_factory.mktemp("convert")
+    data = root / "data"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+        (data / f"{split}annot").mkdir()
+        for image in sorted((camvid / "val").iterdir())[:4]:
+            shutil.copy(image, data / split / image.name)
+            shutil.copy(camvid / "valannot" / image.name, data / f"{split}annot" / image.name)
+    shutil.copy(camvid / "classes.json", data / "classes.json")
+    config = TrainConfig(data=str(data), model=SegmenterConfig(alpha=0.35), eval_hw=(64, 96), backbone_weights=None)
+    run = root / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config_to_dict(config)))
+    build_segmenter(config.model, (64, 96)).save_weights(run / "best.weights.h5")
+    return run
+
+
+def _convert(*args: str):
+    return CliRunner().invoke(main, ["convert", *args])
+
+
+def test_float32_export_matches_keras_and_carries_the_contract(tiny_run: Path, tmp_path: Path):
+    out = tmp_path / "tiny_float32.tflite"
+    result = _convert(str(tiny_run), "--to", "float32", "--out", str(out), "--val-count", "4")
+    assert result.exit_code == 0, result.output
+    meta = read_embedded_metadata(out)
+    assert meta["labels"] == CAMVID_CLASSES and meta["input_hw"] == [64, 96]
+    assert meta["info"]["validation"]["pixel_agreement_with_float"] > 0.999
+    segmenter = Segmenter.open(out)
+    assert segmenter.contract.labels == CAMVID_CLASSES
+    assert list(segmenter.output.shape[1:3]) == [16, 24]          # logits at a quarter of the input
+    assert "validation on 4 images" in result.output
+
+
+def test_edgetpu_target_is_full_int8_and_every_op_is_mappable(tiny_run: Path, tmp_path: Path):
+    out = tmp_path / "tiny_edgetpu-ready.tflite"
+    result = _convert(str(tiny_run), "--to", "edgetpu", "--out", str(out), "--calib-count", "4", "--val-count", "0")
+    assert result.exit_code == 0, result.output
+    report = check_edgetpu(out)
+    assert report.findings == [], report.format()
+    segmenter = Segmenter.open(out)
+    assert segmenter.input.dtype == np.uint8 and segmenter.output.dtype == np.uint8
+    assert not {"SPACE_TO_BATCH_ND", "TILE", "SHAPE"} & set(report.ops)
+    check = _convert("check-edgetpu", str(out))
+    assert check.exit_code == 0 and f"{len(report.ops)} would run on the EdgeTPU" in check.output
+
+
+def test_int8_labels_output(tiny_run: Path, tmp_path: Path):
+    out = tmp_path / "tiny_int8.tflite"
+    result = _convert(str(tiny_run), "--to", "int8", "--fuse-argmax", "--out", str(out), "--calib-count", "4",
+                      "--val-count", "2", "--max-drop", "1")
+    assert result.exit_code == 0, result.output
+    segmenter = Segmenter.open(out)
+    assert segmenter.contract.output_kind == "labels"
+    assert segmenter.input.dtype == np.uint8
+
+
+def test_check_edgetpu_finds_argmax_on_corals_model(peers: Path):
+    result = _convert("check-edgetpu", str(peers / "coral" / "deeplabv3_mnv2_pascal_quant.tflite"))
+    assert result.exit_code == 1
+    assert "falls back to the CPU from op 71 (ARG_MAX)" in result.output
+    compiled = _convert("check-edgetpu", str(peers / "coral" / "deeplabv3_mnv2_pascal_quant_edgetpu.tflite"))
+    assert compiled.exit_code == 0 and "already compiled" in compiled.output
+
+
+def test_bad_inputs_get_one_line(tiny_run: Path, tmp_path: Path):
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    for args, expected in [
+        ((str(tmp_path / "missing"),), "does not exist"),
+        ((str(text),), "not a loadable Keras model"),
+        ((str(tiny_run), "--calib-data", str(tmp_path)), "no calibration images"),
+        ((str(tiny_run), "--input-size", "70x96"), "divisible by the output stride"),
+    ]:
+        result = _convert(*args, "--out", str(tmp_path / "x.tflite"))
+        assert result.exit_code == 2, (args, result.output)
+        assert expected in result.output and "Traceback" not in result.output
