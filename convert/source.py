@@ -61,7 +61,9 @@ def load_source(path: str | Path, input_hw: tuple[int, int] | None, full_resolut
             model = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
         except (ValueError, OSError) as exc:
             raise ModelError(f"{path} is a SavedModel without a usable serving_default signature ({exc})") from exc
-        inputs = keras.Input(input_hw + (3,) if input_hw else (None, None, 3))
+        if input_hw is None:
+            raise ModelError(f"{path} is a SavedModel, whose input size is not fixed; pass --input-size HxW")
+        inputs = keras.Input((*input_hw, 3))
         outputs = model(inputs)
         outputs = next(iter(outputs.values())) if isinstance(outputs, dict) else outputs
         source = ExportSource(keras.Model(inputs, outputs), path.name, [], None, None, None, None)
