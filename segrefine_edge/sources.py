@@ -75,17 +75,20 @@ class VideoFileSource(Source):
         self.size = (first.shape[1], first.shape[0])
 
     def _next_image(self) -> np.ndarray | None:
-        bad = 0
-        while True:
+        """The next decodable frame. A frame that fails to decode is skipped by reading on
+        (never by seeking: a seek in a damaged file can land before the bad frame and loop).
+        Failures count as skipped frames only once a good frame follows them; failures at
+        the end are the end (containers often over-report their frame count)."""
+        failed = 0
+        while failed <= _MAX_CONSECUTIVE_BAD_FRAMES:
             ok, image = self.capture.read()
             if ok and image is not None and image.size:
+                self.skipped += failed
                 return image
-            position = int(self.capture.get(cv2.CAP_PROP_POS_FRAMES))
-            if self.frame_count <= 0 or position >= self.frame_count or bad >= _MAX_CONSECUTIVE_BAD_FRAMES:
+            if self.frame_count <= 0 or self.capture.get(cv2.CAP_PROP_POS_FRAMES) >= self.frame_count:
                 return None
-            bad += 1
-            self.skipped += 1
-            self.capture.set(cv2.CAP_PROP_POS_FRAMES, position + 1)
+            failed += 1
+        return None
 
     def read(self) -> Frame | None:
         image = self._pending if self._pending is not None else self._next_image()

@@ -61,7 +61,3 @@ def main() -> None:
 def run() -> None:
     """Console-script entry point."""
     main(prog_name="segrefine-edge")
-
-
-if __name__ == "__main__":
-    sys.exit(run())

@@ -1,0 +1,101 @@
+"""`segrefine-edge stream` end to end on real video: outputs, summary, clean stops, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segrefine_edge.pngio import read_labels
+
+CLI = [sys.executable, "-m", "segrefine_edge"]
+
+
+def _stream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "stream", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def fast_model(peers: Path) -> Path:
+    return peers / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+
+
+def test_video_out_masks_and_stats(vtest: Path, fast_model: Path, tmp_path: Path):
+    out, masks, stats = tmp_path / "out.mp4", tmp_path / "masks", tmp_path / "stats.json"
+    result = _stream(str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out), "--masks", str(masks),
+                     "--stats-json", str(stats), "--max-frames", "20", "--view", "side-by-side")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(stats.read_text())
+    assert summary["frames"] == 20
+    assert {"capture", "preprocess", "segment", "refine", "postprocess", "render", "write"} <= set(summary["stages"])
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
+    ok, frame = capture.read()
+    assert ok and frame.shape[1] == 2 * 768                      # side by side doubles the width
+    written = sorted(masks.glob("*.png"))
+    assert [p.name for p in written[:2]] == ["000000.png", "000001.png"] and len(written) == 20
+    assert read_labels(written[0]).shape == (576, 768)
+    assert "20 frames" in result.stdout and "FPS" in result.stdout
+
+
+def test_sigterm_leaves_a_playable_video(vtest: Path, fast_model: Path, tmp_path: Path):
+    out = tmp_path / "out.avi"
+    process = subprocess.Popen([*CLI, "stream", str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 50_000):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    capture = cv2.VideoCapture(str(out))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert 0 < frames < 795 and f"{frames} frames" in stdout
+
+
+def test_corrupt_frame_is_skipped_and_counted(tmp_path: Path, fast_model: Path):
+    """An MJPG AVI whose 6th frame holds no JPEG data: 11 frames come out, 1 is reported skipped."""
+    path = tmp_path / "corrupt.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(12):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    frames = [i for i in range(len(data) - 10) if data[i:i + 4] == b"00dc" and data[i + 8:i + 10] == b"\xff\xd8"]
+    start = frames[5]                                            # the 6th JPEG frame chunk
+    size = int.from_bytes(data[start + 4:start + 8], "little")
+    data[start + 8:start + 8 + size] = bytes(size)
+    path.write_bytes(bytes(data))
+    result = _stream(str(path), "-m", str(fast_model), "--no-display", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "11 frames" in result.stdout
+    assert "skipped 1 undecodable frame" in result.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["missing.mp4"], "does not exist"),
+    (["{vtest}", "--classes", "dragon"], "not one of this model's classes"),
+    (["{vtest}", "-m", "{notes}"], "not a TFLite model"),
+    (["{vtest}", "--out", "/proc/nope/out.mp4"], "cannot"),
+    (["{vtest}", "--camera", "0"], "exactly one input"),
+])
+def test_bad_input_one_line(args, expected, vtest: Path, fast_model: Path, tmp_path: Path):
+    notes = tmp_path / "notes.tflite"
+    notes.write_text("not a model")
+    argv = [a.format(vtest=vtest, notes=notes) for a in args]
+    if "-m" not in argv:
+        argv += ["-m", str(fast_model)]
+    result = _stream(*argv, "--no-display", "--max-frames", "2")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
