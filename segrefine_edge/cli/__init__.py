@@ -8,7 +8,6 @@ SegrefineError subclasses; this module turns them into one line on stderr and an
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
