@@ -22,6 +22,7 @@ from segrefine_edge.sources import Frame, Source
 from segrefine_edge.timing import StageTimer
 
 _QUEUE_DEPTH = 4
+RSS_EVERY = 1000  # frames between peak-memory readings in the summary
 _END = object()
 
 
@@ -165,6 +166,8 @@ def run_stream(source: Source, pipeline: FramePipeline, outputs: Outputs, limits
             labels = pipeline.process(frame.image, timer)
             writer.items.put((frame, labels))
             timer.frame_done()
+            if timer.frames % RSS_EVERY == 0:
+                timer.record_peak_rss()
             if writer.error is not None:
                 break
             if outputs.display is not None and outputs.latest_view and not outputs.display.show(outputs.latest_view[0]):

@@ -214,3 +214,41 @@ def open_source(uri: str) -> Source:
             raise SourceError(f"image {uri} does not exist; check the path")
         return ImageFilesSource([path])
     return VideoFileSource(uri)
+
+
+class LoopingSource(Source):
+    """Replays a file or folder source from the start whenever it ends (soak tests, demos).
+
+    Frame indices keep counting across loops, so mask names stay unique.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.inner = open_source(uri)
+        if self.inner.live:
+            self.inner.close()
+            raise SourceError(f"--loop replays files and folders; {uri} is a live source")
+        self.fps, self.size, self.index, self.loops = self.inner.fps, self.inner.size, 0, 0
+        self._skipped_before = 0
+
+    @property
+    def skipped(self) -> int:  # type: ignore[override]
+        return self._skipped_before + self.inner.skipped
+
+    def read(self) -> Frame | None:
+        frame = self.inner.read()
+        if frame is None:
+            self._skipped_before += self.inner.skipped
+            self.inner.close()
+            self.inner = open_source(self.uri)
+            self.loops += 1
+            frame = self.inner.read()
+            if frame is None:
+                return None
+        frame.index = self.index
+        frame.timestamp = self.index / self.fps
+        self.index += 1
+        return frame
+
+    def close(self) -> None:
+        self.inner.close()

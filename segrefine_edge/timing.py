@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ class StageTimer:
         self.started = time.perf_counter()
         self.frames = 0
         self.last: dict[str, float] = {}
+        self.peak_rss_mb: dict[int, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -37,6 +39,11 @@ class StageTimer:
         with self._lock:
             self._samples[name].append(ms)
             self.last[name] = ms
+
+    def record_peak_rss(self) -> None:
+        """Note the process's peak resident memory so far against the frame count: a flat
+        series over a long run is the evidence that nothing accumulates per frame."""
+        self.peak_rss_mb[self.frames] = peak_rss_mb()
 
     def frame_done(self) -> None:
         with self._lock:
@@ -59,12 +66,28 @@ class StageTimer:
                 if (values := self._samples.get(name))
             }
         elapsed = time.perf_counter() - self.started
-        return {"frames": self.frames, "seconds": elapsed, "fps": self.frames / elapsed if elapsed else 0.0,
-                "stages": stages}
+        fps = self.frames / elapsed if elapsed else 0.0
+        # FPS x the model's median invoke time: 1.0 means the pipeline adds nothing to the model.
+        efficiency = fps * stages["segment"]["p50_ms"] / 1000.0 if "segment" in stages else None
+        return {"frames": self.frames, "seconds": elapsed, "fps": fps, "stages": stages,
+                "pipeline_efficiency": efficiency, "peak_rss_mb": peak_rss_mb(),
+                "peak_rss_mb_by_frame": dict(self.peak_rss_mb)}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 1024.0 / 1024.0
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{summary['frames']} frames in {summary['seconds']:.1f} s: {summary['fps']:.1f} FPS",
+    lines = [f"{summary['frames']} frames in {summary['seconds']:.1f} s: {summary['fps']:.1f} FPS, "
+             f"peak RSS {summary['peak_rss_mb']:.0f} MiB"
+             + (f", FPS x invoke p50 = {summary['pipeline_efficiency']:.2f}" if summary.get("pipeline_efficiency") else ""),
              f"{'stage':<12}{'p50 ms':>9}{'p95 ms':>9}"]
     for name, stats in summary["stages"].items():
         lines.append(f"{name:<12}{stats['p50_ms']:>9.2f}{stats['p95_ms']:>9.2f}")

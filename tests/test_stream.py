@@ -99,3 +99,12 @@ def test_bad_input_one_line(args, expected, vtest: Path, fast_model: Path, tmp_p
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_loop_replays_a_short_file(small_video: Path, fast_model: Path, tmp_path: Path):
+    stats = tmp_path / "stats.json"
+    result = _stream(str(small_video), "-m", str(fast_model), "--no-display", "--loop", "--max-frames", "30",
+                     "--stats-json", str(stats))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(stats.read_text())
+    assert summary["frames"] == 30 and summary["peak_rss_mb"] > 0     # the clip has 12 frames

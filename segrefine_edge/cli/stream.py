@@ -17,7 +17,7 @@ from segrefine_edge.refiner import IdentityRefiner, TFLiteRefiner
 from segrefine_edge.render import VIEWS, Renderer, RenderOptions
 from segrefine_edge.segmenter import Segmenter
 from segrefine_edge.sinks import DisplaySink, MaskSink, VideoFileSink, display_available
-from segrefine_edge.sources import open_source
+from segrefine_edge.sources import LoopingSource, open_source
 from segrefine_edge.timing import format_summary, write_json
 
 
@@ -62,12 +62,13 @@ def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
 @click.option("--hud/--no-hud", default=True, show_default=True, help="FPS and per-stage ms on the view.")
 @click.option("--classes", multiple=True, help="Only colour these classes (names or indices, comma-separated).")
 @click.option("--ignore-class", multiple=True, help="Never colour this class (repeatable).")
+@click.option("--loop", is_flag=True, help="Replay a video file or image folder from the start when it ends.")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--stats-json", default=None, help="Write frames, FPS and per-stage p50/p95 as JSON.")
 def stream(input_uri, camera, video, model, refiner, runtime, delegate, threads, labels_file, palette_file,
            input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
-           classes, ignore_class, max_frames, duration, stats_json) -> None:
+           classes, ignore_class, loop, max_frames, duration, stats_json) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
 
     Ends with a summary of frames, FPS and p50/p95 per stage. Ctrl-C stops cleanly: the video
@@ -83,7 +84,7 @@ def stream(input_uri, camera, video, model, refiner, runtime, delegate, threads,
     if shown:
         hidden |= set(range(max(contract.num_classes, 256))) - shown
     show_window = display_available() if display is None else display
-    with open_source(uri) as source:
+    with (LoopingSource(uri) if loop else open_source(uri)) as source:
         renderer = Renderer(contract.labels, contract.palette_array(),
                             RenderOptions(view=view, alpha=alpha, legend=legend, hud=hud, hidden=hidden))
         outputs = Outputs(renderer=renderer, hud=hud)

@@ -1,0 +1,55 @@
+"""Speed benchmarks (pytest-benchmark), kept apart from the unit tests: run them with
+``python -m pytest tests/benchmarks --benchmark-only``. Nothing here asserts a time; the
+figures and ratios go to the README with this command behind them."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segrefine_edge.backend import open_backend
+from segrefine_edge.models import default_model_path
+from segrefine_edge.pipeline import FramePipeline, Outputs, RunLimits, run_stream
+from segrefine_edge.render import Renderer, RenderOptions
+from segrefine_edge.segmenter import Segmenter
+from segrefine_edge.sinks import VideoFileSink
+from segrefine_edge.sources import open_source
+
+
+def _models(peers: Path) -> dict[str, Path]:
+    models = {"coral_cityscapes": peers / "coral" / "deeplab_mobilenet_edgetpu_slim_cityscapes_quant.tflite",
+              "coral_pascal_dm05": peers / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"}
+    if default_model_path() is not None:
+        models["segrefine_camvid_int8"] = default_model_path()
+    return models
+
+
+@pytest.mark.parametrize("name", ["coral_cityscapes", "coral_pascal_dm05", "segrefine_camvid_int8"])
+def test_invoke(benchmark, peers: Path, name: str):
+    models = _models(peers)
+    if name not in models:
+        pytest.skip("no default model ships in this build")
+    backend = open_backend(models[name], threads=2)
+    info = backend.inputs[0]
+    backend.set_input(0, np.random.default_rng(0).integers(0, 255, info.shape, dtype=np.uint8).astype(info.dtype))
+    benchmark.pedantic(backend.invoke, warmup_rounds=5, rounds=50)
+
+
+def test_pipeline_on_vtest(benchmark, peers: Path, vtest: Path, tmp_path: Path):
+    """The issue's setting: Coral Cityscapes on vtest.avi, headless, writing the overlay video."""
+    segmenter = Segmenter.open(_models(peers)["coral_cityscapes"], threads=2)
+
+    def run() -> dict:
+        with open_source(str(vtest)) as source:
+            renderer = Renderer(segmenter.contract.labels, segmenter.contract.palette_array(), RenderOptions())
+            outputs = Outputs(renderer=renderer,
+                              video=VideoFileSink(tmp_path / "out.mp4", source.fps, renderer.output_size(source.size)))
+            timer = run_stream(source, FramePipeline(segmenter), outputs, RunLimits(max_frames=200), threading.Event())
+        return timer.summary()
+
+    summary = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(fps=summary["fps"], pipeline_efficiency=summary["pipeline_efficiency"],
+                                invoke_p50_ms=summary["stages"]["segment"]["p50_ms"])
