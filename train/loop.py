@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """default | mirrored | multi-worker (the cluster comes from TF_CONFIG, as TensorFlow defines it)."""
+    """default | mirrored (every local GPU).
+
+    MultiWorkerMirroredStrategy is not offered: Keras 3.15's fit() fails under it before the
+    first step (strategy.reduce on a PerReplica batch, then on a scalar loss with axis=0).
+    """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise SegrefineError(f"unknown strategy '{name}'; use default, mirrored or multi-worker")
+    raise SegrefineError(f"unknown strategy '{name}'; use default or mirrored")
 
 
 def make_schedule(config: TrainConfig, total_steps: int):
@@ -107,10 +109,9 @@ def _check_resume(run: Path, config: TrainConfig, resume: bool) -> None:
 
 def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) -> dict:
     """Train, keeping ``best.weights.h5`` (by val mIoU) and resumable checkpoints in ``run``."""
+    strategy = make_strategy(config.strategy)
     run = Path(run)
     _check_resume(run, config, resume)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
     if config.backbone_weights and not Path(config.backbone_weights).is_file():
         raise SegrefineError(f"backbone weights {config.backbone_weights} not found; pass --backbone-weights "
                              "PATH (see ../shared/weights) or backbone_weights=null to start from scratch")
@@ -120,18 +121,20 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     num_classes = config.model.num_classes
     train = decode_split(find_pairs(config.data, config.train_split), num_classes, void)
     val = decode_split(find_pairs(config.data, config.val_split), num_classes, void)
+    run.mkdir(parents=True, exist_ok=True)         # only once the inputs are known good
+    (run / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
     if config.val_limit:
         val = DecodedSplit(val.images[: config.val_limit], val.masks[: config.val_limit], val.skipped)
     steps = config.steps_per_epoch or len(train.images) // config.batch
-    strategy = make_strategy(config.strategy)
+
     with strategy.scope():
         model = build_segmenter(config.model, config.augment.crop_hw, config.backbone_weights)
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay)
         weights = class_weights(train, num_classes, config.class_weighting)
         model.compile(optimizer=optimizer, loss=segmentation_loss(num_classes, weights, config.ohem_fraction))
+        optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     eval_model = build_segmenter(config.model, config.eval_hw)
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    optimizer.build(model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, run / "checkpoints", max_to_keep=2)
     best = -1.0

@@ -1,0 +1,78 @@
+"""`segrefine-edge train segmenter` on a tiny CamVid subset: a run completes and resumes;
+bad input fails with one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.train
+
+CLI = [sys.executable, "-m", "segrefine_edge"]
+TINY = ["--set", "model.alpha=0.35", "--set", "augment.crop_hw=[64,96]", "--set", "eval_hw=[64,96]",
+        "--set", "steps_per_epoch=2", "--batch", "2", "--set", "backbone_weights=null"]
+
+
+@pytest.fixture()
+def tiny_camvid(tmp_path: Path, camvid: Path) -> Path:
+    root = tmp_path / "camvid"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for image in sorted((camvid / split).iterdir())[:4]:
+            shutil.copy(image, root / split / image.name)
+            shutil.copy(camvid / f"{split}annot" / image.name, root / f"{split}annot" / image.name)
+    shutil.copy(camvid / "classes.json", root / "classes.json")
+    return root
+
+
+def _train(data: Path, out: Path, *extra: str, env: dict | None = None, timeout: float = 300):
+    return subprocess.run([*CLI, "train", "segmenter", "--data", str(data), "--out", str(out), *TINY, *extra],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _error_line(result) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def test_a_run_completes_skips_an_unreadable_image_and_resumes(tiny_camvid: Path, tmp_path: Path):
+    broken = sorted((tiny_camvid / "train").iterdir())[1]
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "run"
+    result = _train(tiny_camvid, out, "--epochs", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 1 unreadable image" in result.stderr
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1] and 0 <= history[0]["val_miou"] <= 1
+    assert (out / "best.weights.h5").is_file() and json.loads((out / "config.json").read_text())["epochs"] == 1
+    again = _train(tiny_camvid, out, "--epochs", "1")
+    assert "already holds a run" in _error_line(again)
+    different = _train(tiny_camvid, out, "--epochs", "2", "--resume", "--set", "learning_rate=0.1")
+    assert "different config" in _error_line(different)
+
+
+def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
+    missing = _train(tiny_camvid, tmp_path / "a", "--set", "backbone_weights=\"nowhere.weights.h5\"")
+    assert "nowhere.weights.h5 not found" in _error_line(missing)
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    assert "no image/mask pairs" in _error_line(_train(empty, tmp_path / "b"))
+    mask = sorted((tiny_camvid / "trainannot").iterdir())[0]
+    import cv2
+
+    values = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+    values[0, 0] = 40
+    cv2.imwrite(str(mask), values)
+    assert "holds value 40" in _error_line(_train(tiny_camvid, tmp_path / "c"))
+    assert not (tmp_path / "c" / "config.json").exists()          # a failed start leaves no run behind
