@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -55,3 +57,26 @@ def small_video(tmp_path: Path) -> Path:
         writer.write(frame)
     writer.release()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, camvid: Path) -> Path:
+    """A run folder as `train segmenter` writes it: MobileNetV2 0.35 at 64x96, untrained head."""
+    from segrefine_edge.train.config import TrainConfig, config_to_dict
+    from segrefine_edge.train.segmenter import SegmenterConfig, build_segmenter
+
+    root = tmp_path_factory.mktemp("convert")
+    data = root / "data"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+        (data / f"{split}annot").mkdir()
+        for image in sorted((camvid / "val").iterdir())[:4]:
+            shutil.copy(image, data / split / image.name)
+            shutil.copy(camvid / "valannot" / image.name, data / f"{split}annot" / image.name)
+    shutil.copy(camvid / "classes.json", data / "classes.json")
+    config = TrainConfig(data=str(data), model=SegmenterConfig(alpha=0.35), eval_hw=(64, 96), backbone_weights=None)
+    run = root / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config_to_dict(config)))
+    build_segmenter(config.model, (64, 96)).save_weights(run / "best.weights.h5")
+    return run

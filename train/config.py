@@ -68,9 +68,10 @@ def load_config(path: str | Path) -> TrainConfig:
         raise SegrefineError(f"cannot read config {path}: {exc}") from exc
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``a.b=value`` strings; values are parsed as JSON where they can be, else kept as text."""
-    values = config_to_dict(config)
+def apply_overrides(config, overrides: list[str]):
+    """Apply ``a.b=value`` strings to any config dataclass (segmenter or refiner run); values
+    are parsed as JSON where they can be, else kept as text."""
+    values = dataclasses.asdict(config)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -88,4 +89,4 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         if leaf not in target:
             raise SegrefineError(f"override '{key}': unknown key '{leaf}'")
         target[leaf] = value
-    return config_from_dict(values)
+    return _from_dict(type(config), values)

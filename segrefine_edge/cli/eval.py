@@ -13,7 +13,7 @@ from segrefine_edge.datasets import find_pairs
 from segrefine_edge.errors import DatasetError
 from segrefine_edge.evaluate import ModelRun, dataset_classes, label_table, results, score_sequence, score_split
 from segrefine_edge.pipeline import FramePipeline
-from segrefine_edge.refiner import IdentityRefiner, TFLiteRefiner
+from segrefine_edge.refiner import IdentityRefiner, open_refiner
 from segrefine_edge.report import format_table, write_report
 from segrefine_edge.segmenter import Segmenter
 from segrefine_edge.sinks import check_writable_dir
@@ -42,7 +42,8 @@ def _unique_names(paths: list[str]) -> list[str]:
 @click.option("--split", default="val", show_default=True)
 @click.option("--model", "-m", "models", multiple=True, help="Segmenter .tflite; repeat for one column per model "
               "(default: the shipped CamVid model).")
-@click.option("--refiner", default=None, help="Refiner .tflite: adds a 'model+refiner' column per model.")
+@click.option("--refiner", "refiner_specs", multiple=True, help="Refiner .tflite or 'guided-filter' (repeatable): "
+              "adds a 'model+refiner' column per model.")
 @runtime_options
 @click.option("--class-map", default=None, help="JSON map from a model's classes to the dataset's, or a built-in "
               "name (cityscapes-camvid), for models trained on other classes.")
@@ -50,7 +51,7 @@ def _unique_names(paths: list[str]) -> list[str]:
 @click.option("--save-masks", default=None, help="Write predicted index PNGs here, named after the inputs.")
 @click.option("--json", "json_path", default=None, help="Write every score as JSON.")
 @click.option("--report", "report_dir", default=None, help="Write README.md with plots here (needs matplotlib).")
-def evaluate(data, split, models, refiner, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
+def evaluate(data, split, models, refiner_specs, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
              report_dir) -> None:
     """Score models: mIoU, per-class IoU, Boundary F and Boundary IoU on --data, TC and flicker
     on --sequence, latency per frame; a column per model."""
@@ -62,12 +63,12 @@ def evaluate(data, split, models, refiner, runtime, delegate, threads, class_map
     classes = dataset_classes(data, segmenters[0].contract.labels)
     if save_masks:
         check_writable_dir(Path(save_masks), "masks")
-    refiners = [IdentityRefiner()] + ([TFLiteRefiner(refiner, runtime, delegate, threads)] if refiner else [])
+    refiners = [IdentityRefiner()] + [open_refiner(spec, runtime, delegate, threads) for spec in refiner_specs]
     runs = []
     for name, path, segmenter in zip(_unique_names(paths), paths, segmenters, strict=True):
         table, origin = label_table(segmenter.contract.labels, classes, class_map, name)
         for stage in refiners:
-            column = name if isinstance(stage, IdentityRefiner) else f"{name}+refiner"
+            column = name if isinstance(stage, IdentityRefiner) else f"{name}+{stage.name}"
             runs.append(ModelRun(column, path, FramePipeline(segmenter, stage), table, origin, classes))
     if pairs:
         score_split(runs, pairs, Path(save_masks) if save_masks else None,

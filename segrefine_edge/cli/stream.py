@@ -13,7 +13,7 @@ import click
 from segrefine_edge.cli.options import contract_options, contract_overrides, resolve_model_path, runtime_options
 from segrefine_edge.errors import SourceError
 from segrefine_edge.pipeline import FramePipeline, Outputs, RunLimits, run_stream
-from segrefine_edge.refiner import IdentityRefiner, TFLiteRefiner
+from segrefine_edge.refiner import open_refiner
 from segrefine_edge.render import VIEWS, Renderer, RenderOptions
 from segrefine_edge.segmenter import Segmenter
 from segrefine_edge.sinks import DisplaySink, MaskSink, VideoFileSink, display_available
@@ -50,7 +50,7 @@ def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
 @click.option("--camera", type=int, default=None, help="Camera index (live: the newest frame wins).")
 @click.option("--video", type=str, default=None, help="Video file (every frame, in order).")
 @click.option("--model", "-m", default=None, help="Segmenter .tflite (default: the shipped CamVid model).")
-@click.option("--refiner", default=None, help="Refiner .tflite; without it the refine stage is the identity.")
+@click.option("--refiner", default=None, help="Refiner .tflite, or 'guided-filter'; without it the refine stage is the identity.")
 @runtime_options
 @contract_options
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
@@ -77,7 +77,7 @@ def stream(input_uri, camera, video, model, refiner, runtime, delegate, threads,
     uri = _source_uri(input_uri, camera, video)
     overrides = contract_overrides(labels_file, palette_file, input_range, color_order, output_kind)
     segmenter = Segmenter.open(resolve_model_path(model), runtime, delegate, threads, overrides)
-    refine = TFLiteRefiner(refiner, runtime, delegate, threads) if refiner else IdentityRefiner()
+    refine = open_refiner(refiner, runtime, delegate, threads)
     contract = segmenter.contract
     shown = _class_indices(segmenter, classes)
     hidden = _class_indices(segmenter, ignore_class)

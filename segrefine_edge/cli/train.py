@@ -41,3 +41,29 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
     best = train_segmenter(config, run_dir, resume=resume)
     click.echo(f"best val mIoU {best.get('val_miou', float('nan')):.4f} at epoch {best.get('epoch')}; "
                f"weights in {run_dir}/best.weights.h5")
+
+
+@train.command("refiner")
+@click.option("--segmenter", required=True, help="The segmenter's training run folder (it stays frozen).")
+@click.option("--data", required=True, help="Dataset root (the segmenter's).")
+@click.option("--out", "run_dir", required=True, help="Run folder for the refiner.")
+@click.option("--adversarial-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of the PatchGAN loss; 0 trains the cross-entropy-only refiner.")
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config value.")
+def refiner(segmenter, data, run_dir, adversarial_weight, steps, batch, seed, overrides) -> None:
+    """Train the boundary refiner on the frozen segmenter's outputs (CE, or CE + adversarial)."""
+    require_tensorflow("train")
+    from segrefine_edge.train.config import apply_overrides
+    from segrefine_edge.train.refiner_loop import RefinerTrainConfig, train_refiner
+
+    flags = {"segmenter": segmenter, "data": data, "adversarial_weight": adversarial_weight, "steps": steps,
+             "batch": batch, "seed": seed}
+    config = apply_overrides(RefinerTrainConfig(), [*(f"{k}={json.dumps(v)}" for k, v in flags.items()), *overrides])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    best = train_refiner(config, run_dir)
+    click.echo(f"best at step {best.get('step')}: val mIoU {best.get('segmenter_miou', 0):.4f} -> "
+               f"{best.get('refined_miou', 0):.4f}, Boundary F {best.get('segmenter_boundary_f', 0):.4f} -> "
+               f"{best.get('refined_boundary_f', 0):.4f}; weights in {run_dir}/best.weights.h5")

@@ -1,0 +1,69 @@
+"""The refiner generator and the conditional PatchGAN discriminator.
+
+The generator sees the frame and the segmenter's logits (upsampled to the refiner's size)
+and predicts a residual added to those logits: with its last layer zero-initialised it starts
+as the identity, so training only has to learn where DeepLab's boundaries are wrong. No
+BatchNorm anywhere (the segmenter's image-pooling branch showed how small-batch statistics
+break at inference); every op converts to int8 and maps to the EdgeTPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+
+@dataclass
+class RefinerConfig:
+    num_classes: int = 11
+    input_hw: tuple[int, int] = (176, 240)
+    width: int = 32
+    discriminator_width: int = 64
+
+
+def _sep(x, filters: int, name: str, stride: int = 1, rate: int = 1):
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", dilation_rate=rate, name=f"{name}_dw")(x)
+    x = layers.ReLU(name=f"{name}_dw_relu")(x)
+    x = layers.Conv2D(filters, 1, name=f"{name}_pw")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_generator(config: RefinerConfig) -> keras.Model:
+    """(image RGB 0-255, segmenter logits) at ``input_hw`` -> refined logits."""
+    h, w = config.input_hw
+    c, f = config.num_classes, config.width
+    image = keras.Input((h, w, 3), name="image")
+    logits = keras.Input((h, w, c), name="logits")
+    probs = layers.Softmax(name="probabilities")(logits)
+    x0 = layers.Concatenate(name="stem_concat")([layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(image),
+                                                 probs])
+    e1 = layers.ReLU(name="e1_relu")(layers.Conv2D(f, 3, strides=2, padding="same", name="e1")(x0))   # 1/2
+    e2 = _sep(e1, 2 * f, "e2", stride=2)                                                               # 1/4
+    b = _sep(e2, 2 * f, "b1")
+    b = _sep(b, 2 * f, "b2", rate=2)
+    b = _sep(b, 2 * f, "b3", rate=4)
+    d1 = layers.UpSampling2D(2, interpolation="bilinear", name="d1_up")(b)
+    d1 = _sep(layers.Concatenate(name="d1_concat")([d1, e1]), f, "d1")
+    d0 = layers.UpSampling2D(2, interpolation="bilinear", name="d0_up")(d1)
+    d0 = layers.Concatenate(name="d0_concat")([d0, x0])
+    d0 = layers.ReLU(name="d0_relu")(layers.Conv2D(f, 3, padding="same", name="d0")(d0))
+    residual = layers.Conv2D(c, 1, kernel_initializer="zeros", name="residual")(d0)
+    refined = layers.Add(name="refined")([logits, residual])
+    return keras.Model([image, logits], refined, name="refiner")
+
+
+def build_discriminator(config: RefinerConfig) -> keras.Model:
+    """Conditional PatchGAN with spectral normalisation: (image, class probabilities) ->
+    a grid of real/fake scores, each judging a ~70 px patch."""
+    h, w = config.input_hw
+    f = config.discriminator_width
+    image = keras.Input((h, w, 3), name="image")
+    probs = keras.Input((h, w, config.num_classes), name="probabilities")
+    x = layers.Concatenate()([layers.Rescaling(1 / 127.5, offset=-1.0)(image), probs])
+    for i, filters in enumerate((f, 2 * f, 4 * f)):
+        x = layers.SpectralNormalization(layers.Conv2D(filters, 4, strides=2, padding="same"), name=f"d{i}")(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.SpectralNormalization(layers.Conv2D(1, 3, padding="same"), name="d_out")(x)
+    return keras.Model([image, probs], x, name="discriminator")

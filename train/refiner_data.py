@@ -1,0 +1,97 @@
+"""Training inputs for the refiner: the frozen segmenter's real outputs, and ground truth
+perturbed the way CascadePSP does, so the refiner learns to repair DeepLab's actual errors
+and also sees a wider range of wrong boundaries than one segmenter makes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from segrefine_edge.train.data import DecodedSplit
+
+
+@dataclass
+class RefinerSplit:
+    """Images, masks and segmenter logits, all at the refiner's input size."""
+
+    images: np.ndarray      # N x H x W x 3 uint8 RGB
+    masks: np.ndarray       # N x H x W uint8 (void kept)
+    logits: np.ndarray      # N x H x W x C float16, the segmenter's
+
+
+def segmenter_logits(segmenter, split: DecodedSplit, segmenter_hw: tuple[int, int], out_hw: tuple[int, int],
+                     cache: Path) -> np.ndarray:
+    """The segmenter's logits for every image, upsampled to ``out_hw``; cached in ``cache``."""
+    if cache.is_file():
+        return np.load(cache)
+    outputs = []
+    for image in split.images:
+        x = cv2.resize(image, segmenter_hw[::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
+        logits = np.asarray(segmenter(x[None], training=False))[0]
+        outputs.append(cv2.resize(logits, out_hw[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float16))
+    stacked = np.stack(outputs)
+    np.save(cache, stacked)
+    return stacked
+
+
+def refiner_split(split: DecodedSplit, logits: np.ndarray, hw: tuple[int, int]) -> RefinerSplit:
+    size = hw[::-1]
+    images = np.stack([cv2.resize(i, size, interpolation=cv2.INTER_AREA) for i in split.images])
+    masks = np.stack([cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in split.masks])
+    return RefinerSplit(images, masks, logits)
+
+
+def perturbed_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Logits of a damaged copy of ``mask``: classes dilated or eroded by a few pixels, the
+    whole map blurred at a coarse scale (DeepLab's over-smoothing) and its contours jittered."""
+    labels = mask.copy()
+    labels[labels >= num_classes] = 0
+    for cls in rng.choice(num_classes, size=3, replace=False):
+        region = (labels == cls).astype(np.uint8)
+        if not region.any():
+            continue
+        k = int(rng.integers(2, 7)) * 2 + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        grown = cv2.dilate(region, kernel) if rng.random() < 0.5 else cv2.erode(region, kernel)
+        if grown.sum() < region.sum():
+            labels[(region > 0) & (grown == 0)] = _neighbour_class(labels, region, kernel)
+        else:
+            labels[grown > 0] = cls
+    h, w = labels.shape
+    flow = cv2.resize(rng.normal(0, 2.5, (h // 16 + 1, w // 16 + 1, 2)).astype(np.float32), (w, h))
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    labels = cv2.remap(labels, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    factor = int(rng.choice([4, 8]))
+    coarse = cv2.resize(onehot, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    probs = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, num_classes)
+    return (np.log(np.clip(probs, 1e-3, 1.0)) * float(rng.uniform(1.0, 3.0))).astype(np.float16)
+
+
+def _neighbour_class(labels: np.ndarray, region: np.ndarray, kernel: np.ndarray) -> int:
+    """The most common other class around ``region``: what an eroded region gives way to."""
+    ring = (cv2.dilate(region, kernel) > 0) & (region == 0)
+    around = labels[ring]
+    return int(np.bincount(around).argmax()) if around.size else 0
+
+
+def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float, seed: int):
+    """Endless (image, input logits, mask) batches: real segmenter logits with probability
+    ``real_share``, perturbed ground truth otherwise; random horizontal flips."""
+    rng = np.random.default_rng(seed)
+    n = len(data.images)
+    while True:
+        idx = rng.integers(0, n, batch)
+        images, logits, masks = [], [], []
+        for i in idx:
+            image, mask = data.images[i], data.masks[i]
+            inputs = data.logits[i] if rng.random() < real_share else perturbed_logits(mask, num_classes, rng)
+            if rng.random() < 0.5:
+                image, mask, inputs = image[:, ::-1], mask[:, ::-1], inputs[:, ::-1]
+            images.append(image)
+            logits.append(inputs)
+            masks.append(mask)
+        yield (np.stack(images).astype(np.float32), np.stack(logits).astype(np.float32),
+               np.stack(masks).astype(np.int32))

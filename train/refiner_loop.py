@@ -1,0 +1,165 @@
+"""Train the refiner against a frozen segmenter: cross-entropy with a boundary term, plus
+(optionally) a hinge-loss conditional PatchGAN with two time-scale learning rates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from segrefine_edge.train.config import load_config
+from segrefine_edge.train.data import decode_split
+from segrefine_edge.train.refiner import RefinerConfig, build_discriminator, build_generator
+from segrefine_edge.train.refiner_data import RefinerSplit, batches, refiner_split, segmenter_logits
+from segrefine_edge.train.segmenter import build_segmenter
+
+from segrefine_edge.datasets import find_pairs, read_class_info
+from segrefine_edge.errors import SegrefineError
+from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RefinerTrainConfig:
+    segmenter: str = "runs/camvid_mnv2_os16"
+    data: str = "../shared/data/camvid"
+    model: RefinerConfig = dataclasses.field(default_factory=RefinerConfig)
+    steps: int = 2000
+    batch: int = 8
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 4e-4      # two time-scale update rule: D learns faster
+    adversarial_weight: float = 0.0     # 0: cross-entropy only; the GAN refiner uses ~0.001-0.01
+    boundary_weight: float = 2.0        # extra CE weight within 2 px of a ground-truth boundary
+    label_smoothing: float = 0.1        # softened real maps, so confidence alone does not give fakes away
+    real_share: float = 0.7             # real segmenter outputs vs perturbed ground truth
+    eval_every: int = 250
+    seed: int = 0
+
+
+def _frozen_segmenter(run: Path, hw: tuple[int, int]) -> keras.Model:
+    config = load_config(run / "config.json")
+    model = build_segmenter(config.model, hw)
+    model.load_weights(run / "best.weights.h5")
+    return keras.Model(model.inputs, model.get_layer("logits").output)
+
+
+def _ce(refined: tf.Tensor, mask: tf.Tensor, num_classes: int, boundary_weight: float) -> tf.Tensor:
+    valid = mask < num_classes
+    safe = tf.where(valid, mask, 0)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, refined)
+    m = tf.cast(safe, tf.float32)[..., None]
+    near_edge = tf.nn.max_pool2d(m, 5, 1, "SAME") != -tf.nn.max_pool2d(-m, 5, 1, "SAME")
+    weight = tf.cast(valid, tf.float32) * (1.0 + boundary_weight * tf.cast(near_edge[..., 0], tf.float32))
+    return tf.reduce_sum(ce * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+
+
+def _real_map(mask: tf.Tensor, fake: tf.Tensor, num_classes: int, smoothing: float) -> tf.Tensor:
+    """Smoothed one-hot ground truth; void pixels copy the fake map, so they tell D nothing."""
+    onehot = tf.one_hot(tf.where(mask < num_classes, mask, 0), num_classes)
+    real = onehot * (1 - smoothing) + smoothing / num_classes
+    return tf.where((mask < num_classes)[..., None], real, tf.stop_gradient(fake))
+
+
+def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], num_classes: int,
+          void: int) -> dict[str, float]:
+    """mIoU and Boundary F of the segmenter alone and refined, at the label resolution."""
+    import cv2
+
+    region = {k: ConfusionMatrix(num_classes, void) for k in ("segmenter", "refined")}
+    boundary = {k: BoundaryScores(num_classes, void, curve=()) for k in ("segmenter", "refined")}
+    for i in range(len(data.images)):
+        refined = np.asarray(generator([data.images[i][None].astype(np.float32),
+                                        data.logits[i][None].astype(np.float32)], training=False))[0]
+        mask = truth[i]
+        for key, logits in (("segmenter", data.logits[i].astype(np.float32)), ("refined", refined)):
+            labels = np.argmax(cv2.resize(logits, mask.shape[::-1], interpolation=cv2.INTER_LINEAR), -1)
+            region[key].update(mask, labels)
+            boundary[key].update(mask, labels)
+    return {f"{k}_{m}": v for k in region for m, v in
+            (("miou", region[k].miou()), ("boundary_f", boundary[k].mean_boundary_f()))}
+
+
+def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
+    run = Path(run)
+    segmenter_run = Path(config.segmenter)
+    if not (segmenter_run / "best.weights.h5").is_file():
+        raise SegrefineError(f"{segmenter_run} holds no trained segmenter (best.weights.h5); train one first")
+    if (run / "config.json").exists():
+        raise SegrefineError(f"{run} already holds a run; choose a new --out")
+    keras.utils.set_random_seed(config.seed)
+    seg_config = load_config(segmenter_run / "config.json")
+    c = config.model.num_classes
+    info = read_class_info(config.data)
+    void = info.void if info and info.void is not None else 255
+    splits = {name: decode_split(find_pairs(config.data, name), c, void) for name in ("train", "val")}
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"kind": "refiner", **dataclasses.asdict(config)}, indent=1))
+    segmenter = _frozen_segmenter(segmenter_run, seg_config.eval_hw)
+    data = {}
+    stamp = int((segmenter_run / "best.weights.h5").stat().st_mtime)   # a retrained segmenter gets new inputs
+    for name, split in splits.items():
+        h, w = config.model.input_hw
+        cache = segmenter_run / f"refiner_inputs_{name}_{h}x{w}_{stamp}.npy"
+        logits = segmenter_logits(segmenter, split, seg_config.eval_hw, config.model.input_hw, cache)
+        data[name] = refiner_split(split, logits, config.model.input_hw)
+    generator, discriminator = build_generator(config.model), build_discriminator(config.model)
+    g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5)
+    d_opt = keras.optimizers.Adam(config.lr_discriminator, beta_1=0.5)
+    adversarial = config.adversarial_weight > 0
+
+    @tf.function
+    def step(image, logits, mask):
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            refined = generator([image, logits], training=True)
+            ce = _ce(refined, mask, c, config.boundary_weight)
+            fake = tf.nn.softmax(refined)
+            g_adv = d_loss = d_acc = tf.constant(0.0)
+            if adversarial:
+                real = _real_map(mask, fake, c, config.label_smoothing)
+                d_real = discriminator([image, real], training=True)
+                d_fake_for_d = discriminator([image, tf.stop_gradient(fake)], training=True)
+                d_loss = tf.reduce_mean(tf.nn.relu(1 - d_real)) + tf.reduce_mean(tf.nn.relu(1 + d_fake_for_d))
+                d_acc = 0.5 * (tf.reduce_mean(tf.cast(d_real > 0, tf.float32))
+                               + tf.reduce_mean(tf.cast(d_fake_for_d < 0, tf.float32)))
+                g_adv = -tf.reduce_mean(discriminator([image, fake], training=True))
+            g_loss = ce + config.adversarial_weight * g_adv
+        g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
+        g_opt.apply_gradients(zip(g_grads, generator.trainable_variables, strict=True))
+        d_norm = tf.constant(0.0)
+        if adversarial:
+            d_grads = d_tape.gradient(d_loss, discriminator.trainable_variables)
+            d_opt.apply_gradients(zip(d_grads, discriminator.trainable_variables, strict=True))
+            d_norm = tf.linalg.global_norm(d_grads)
+        return {"ce": ce, "g_adv": g_adv, "d_loss": d_loss, "d_accuracy": d_acc,
+                "g_grad_norm": tf.linalg.global_norm(g_grads), "d_grad_norm": d_norm}
+
+    writer = tf.summary.create_file_writer(str(run / "tensorboard"))
+    stream = batches(data["train"], config.batch, c, config.real_share, config.seed)
+    truth = splits["val"].masks
+    best, started = None, time.monotonic()
+    for i in range(1, config.steps + 1):
+        logs = {k: float(v) for k, v in step(*(tf.constant(a) for a in next(stream))).items()}
+        if i % 25 == 0:
+            with writer.as_default(step=i):
+                for k, v in logs.items():
+                    tf.summary.scalar(k, v)
+        if i % config.eval_every == 0 or i == config.steps:
+            scores = score(generator, data["val"], truth, c, void)
+            record = {"step": i, "seconds": round(time.monotonic() - started, 1), **logs, **scores}
+            with open(run / "history.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            log.info("step %d ce %.4f d_acc %.2f | val mIoU %.4f -> %.4f, BF %.4f -> %.4f", i, logs["ce"],
+                     logs["d_accuracy"], scores["segmenter_miou"], scores["refined_miou"],
+                     scores["segmenter_boundary_f"], scores["refined_boundary_f"])
+            if best is None or scores["refined_boundary_f"] + scores["refined_miou"] > best["refined_boundary_f"] + best["refined_miou"]:
+                best = record
+                generator.save_weights(run / "best.weights.h5")
+                (run / "best.json").write_text(json.dumps(record, indent=1))
+    return best or {}
