@@ -85,3 +85,19 @@ def test_unwritable_outputs_fail_before_any_frame(tmp_path):
         MaskSink(blocker / "masks", np.zeros((3, 3), np.uint8))
     with pytest.raises(SinkError, match=r"use a \.mp4"):
         VideoFileSink(tmp_path / "out.gif", 10.0, (64, 48))
+
+
+def test_coral_compile_script_explains_what_it_needs(tmp_path):
+    """deploy/coral/compile.sh cannot run edgetpu_compiler here; it must say so, not pretend."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "deploy" / "coral" / "compile.sh"
+    assert subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True).returncode == 0
+    missing = subprocess.run(["bash", str(script), str(tmp_path / "none.tflite")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    model = tmp_path / "m_edgetpu-ready.tflite"
+    model.write_bytes(b"x")
+    env = {"PATH": "/usr/bin:/bin"}
+    no_compiler = subprocess.run(["bash", str(script), str(model)], capture_output=True, text=True, env=env)
+    assert no_compiler.returncode == 2 and "edgetpu_compiler is not installed" in no_compiler.stderr
