@@ -7,7 +7,7 @@ from pathlib import Path
 
 import keras
 from segrefine_edge.convert.edge_graph import ArgMaxLabels, edge_friendly
-from segrefine_edge.convert.quantize import calibration_images, to_tflite
+from segrefine_edge.convert.quantize import calibration_images, input_names, refiner_calibration, to_tflite
 from segrefine_edge.convert.source import ExportSource, load_source
 from segrefine_edge.convert.validate import Validation, validate
 
@@ -38,13 +38,18 @@ def _with_argmax(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, labels, name=f"{model.name}_argmax")
 
 
-def metadata(source: ExportSource, options: ExportOptions, model: keras.Model) -> dict:
+def metadata(source: ExportSource, options: ExportOptions, model: keras.Model,
+             refiner_inputs: list[str] | None = None) -> dict:
     """The model contract the runtime reads, plus provenance under 'info'."""
     hw = tuple(int(d) for d in model.input_shape[1:3])
     info = {"target": options.target, "exported_from": source.name, "data": source.data,
             "output_resolution": "full" if options.full_resolution else "quarter"}
     if source.recipe:
         info["recipe"] = source.recipe
+    if source.role == "refiner":
+        return {"name": f"{source.name}_{options.target}", "role": "refiner", "labels": source.labels or None,
+                "palette": source.palette, "void": source.void, "input_hw": list(hw), "color_order": "RGB",
+                "input_range": "0,255", "output_kind": "logits", "refiner_inputs": refiner_inputs, "info": info}
     return {
         "name": f"{source.name}_{options.target}", "role": "segmenter", "labels": source.labels or None,
         "palette": source.palette, "void": source.void, "input_hw": list(hw), "color_order": "RGB",
@@ -59,12 +64,17 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
     model = _with_argmax(model) if options.fuse_argmax else model
     hw = tuple(int(d) for d in model.input_shape[1:3])
     calib_data = options.calib_data or source.data
-    calibration = (calibration_images(calib_data, options.calib_split, options.calib_count, hw)
-                   if options.target in ("int8", "edgetpu") else None)
+    calibration = None
+    if options.target in ("int8", "edgetpu"):
+        calibration = (refiner_calibration(calib_data, options.calib_split, source.calibration_inputs,
+                                           options.calib_count, hw) if source.role == "refiner"
+                       else calibration_images(calib_data, options.calib_split, options.calib_count, hw))
     tflite = to_tflite(model, options.target, calibration, labels_output=options.fuse_argmax)
-    meta = metadata(source, options, model)
+    meta = metadata(source, options, model, input_names(tflite) if source.role == "refiner" else None)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(options.out, embed_metadata(tflite, meta))
+    if source.role == "refiner":
+        return options.out, meta, None          # refiners are validated in the pipeline, with `eval --refiner`
     val_data = options.val_data or source.data
     result = None
     if val_data and options.val_count > 0 and Path(val_data).is_dir():

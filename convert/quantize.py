@@ -48,10 +48,30 @@ def calibration_images(root: str | Path, split: str, count: int, input_hw: tuple
     return images
 
 
-def _representative(images: list[np.ndarray]) -> Callable[[], Iterator[list[np.ndarray]]]:
+def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None, count: int,
+                        input_hw: tuple[int, int], seed: int = 0) -> list[list[np.ndarray]]:
+    """(image, segmenter logits) pairs for a refiner, from the logits cached at training."""
+    if logits_cache is None or not logits_cache.is_file():
+        raise DatasetError("the refiner's training inputs (refiner_inputs_train_*.npy in the segmenter run) are gone; "
+                           "re-run `train refiner` or keep the segmenter run folder")
+    logits = np.load(logits_cache, mmap_mode="r")
+    files = [pair.image for pair in find_pairs(root, split)]
+    if len(files) != len(logits):
+        raise DatasetError(f"{logits_cache} holds {len(logits)} entries but {root} split '{split}' has {len(files)} images")
+    chosen = np.random.default_rng(seed).choice(len(files), size=min(count, len(files)), replace=False)
+    samples = []
+    for index in sorted(chosen):
+        bgr = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
+        rgb = cv2.cvtColor(cv2.resize(bgr, input_hw[::-1], interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        samples.append([rgb.astype(np.float32), np.asarray(logits[index], np.float32)])
+    return samples
+
+
+def _representative(samples: list) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """Each sample is one image, or a list of arrays (one per model input)."""
     def generate() -> Iterator[list[np.ndarray]]:
-        for image in images:
-            yield [image[None]]
+        for sample in samples:
+            yield [a[None] for a in sample] if isinstance(sample, list | tuple) else [sample[None]]
     return generate
 
 
@@ -63,12 +83,13 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
     """
     if target not in TARGETS:
         raise ModelError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
-    inputs = keras.Input(model.input_shape[1:], batch_size=1, name="image")
-    model = keras.Model(inputs, model(inputs, training=False), name=model.name)  # static batch for EdgeTPU, GPU
+    # A static batch of 1 (EdgeTPU and GPU delegates need static shapes), in inference mode.
+    inputs = [keras.Input(t.shape[1:], batch_size=1, name=t.name.split(":")[0]) for t in model.inputs]
+    model = keras.Model(inputs, model(inputs if len(inputs) > 1 else inputs[0], training=False), name=model.name)
+    specs = [tf.TensorSpec([1, *t.shape[1:]], tf.float32, name=t.name.split(":")[0]) for t in model.inputs]
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
-        spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32, name="image")
-        model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=[spec])
+        model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=specs)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         if target == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -89,3 +110,16 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
         except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"conversion to {target} failed: {first}") from exc
+
+
+def input_names(tflite: bytes) -> list[str]:
+    """The model's input names in tensor order ('image', 'logits'...), from the converted model."""
+    from segrefine_edge.backend import resolve_runtime
+
+    _, interpreter_cls, _ = resolve_runtime("auto")
+    details = interpreter_cls(model_content=tflite).get_input_details()
+    names = []
+    for detail in details:
+        name = detail["name"].removeprefix("serving_default_").split(":")[0]
+        names.append(name)
+    return names

@@ -32,6 +32,8 @@ class ExportSource:
     void: int | None
     data: str | None
     recipe: dict | None
+    role: str = "segmenter"
+    calibration_inputs: Path | None = None   # a refiner's cached segmenter logits (train split)
 
 
 def _quarter_resolution(model: keras.Model) -> keras.Model:
@@ -48,6 +50,8 @@ def _quarter_resolution(model: keras.Model) -> keras.Model:
 def load_source(path: str | Path, input_hw: tuple[int, int] | None, full_resolution: bool) -> ExportSource:
     """Load ``path`` as a float Keras model, rebuilt at ``input_hw`` when it is a run folder."""
     path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file() and _is_refiner_run(path):
+        return _from_refiner_run(path)
     if path.is_dir() and (path / "config.json").is_file():
         model, source = _from_run(path, input_hw)
     elif path.suffix == ".keras" and path.is_file():
@@ -94,3 +98,29 @@ def _from_run(run: Path, input_hw: tuple[int, int] | None) -> tuple[keras.Model,
         recipe["best"] = json.loads(best.read_text())
     return model, ExportSource(model, run.name, labels, info.palette_rgb if info else None,
                                info.void if info else None, config.data, recipe)
+
+
+def _is_refiner_run(run: Path) -> bool:
+    return json.loads((run / "config.json").read_text()).get("kind") == "refiner"
+
+
+def _from_refiner_run(run: Path) -> ExportSource:
+    """A refiner run: the generator at its training size; calibration reuses the segmenter
+    logits cached for training, so the int8 ranges match what the refiner will be fed."""
+    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+
+    recipe = json.loads((run / "config.json").read_text())
+    if not (run / "best.weights.h5").is_file():
+        raise ModelError(f"refiner run {run} has no best.weights.h5 yet")
+    model_config = dict(recipe["model"])
+    model_config["input_hw"] = tuple(model_config["input_hw"])
+    config = RefinerConfig(**model_config)
+    generator = build_generator(config)
+    generator.load_weights(run / "best.weights.h5")
+    h, w = config.input_hw
+    caches = sorted(Path(recipe["segmenter"]).glob(f"refiner_inputs_train_{h}x{w}_*.npy"))
+    info = read_class_info(recipe["data"]) if Path(recipe["data"]).is_dir() else None
+    labels = info.names if info else [f"class{i}" for i in range(config.num_classes)]
+    return ExportSource(generator, run.name, labels, info.palette_rgb if info else None,
+                        info.void if info else None, recipe["data"], recipe, role="refiner",
+                        calibration_inputs=caches[-1] if caches else None)

@@ -67,10 +67,11 @@ class GuidedFilterRefiner:
 
 
 class TFLiteRefiner:
-    """A refiner model (contract role 'refiner') with inputs ``image`` and ``probabilities``.
+    """A refiner model (contract role 'refiner') with inputs ``image`` and ``probabilities``
+    or ``logits`` (the segmenter's, dequantised).
 
     Its contract's ``refiner_inputs`` names the order of its input tensors; ``image`` is fed
-    like a segmenter's input, ``probabilities`` as HxWxC floats at the refiner's input size.
+    like a segmenter's input, the scores as HxWxC floats at the refiner's input size.
     Its output is logits over the same classes.
     """
 
@@ -81,8 +82,9 @@ class TFLiteRefiner:
             raise ModelError(f"{Path(path).name} is a {self.contract.role} model, not a refiner; "
                              "pass a refiner to --refiner or leave it out")
         self.order = self.contract.refiner_inputs or ["image", "probabilities"]
-        if sorted(self.order) != ["image", "probabilities"]:
-            raise ModelError(f"refiner inputs {self.order} are not supported; expected image and probabilities")
+        if len(self.order) != 2 or "image" not in self.order or not {"probabilities", "logits"} & set(self.order):
+            raise ModelError(f"refiner inputs {self.order} are not supported; expected image and "
+                             "probabilities or logits")
         self.name = Path(path).stem
         self.hw = self.contract.input_hw
 
@@ -97,8 +99,9 @@ class TFLiteRefiner:
         h, w = self.hw
         image = cv2.cvtColor(cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         image = image.astype(np.float32) * self.contract.input_scale + self.contract.input_offset
-        probs = cv2.resize(scores.probabilities(), (w, h), interpolation=cv2.INTER_LINEAR)
-        feeds = {"image": image, "probabilities": probs.reshape(h, w, -1)}
+        scores_in = scores.probabilities() if "probabilities" in self.order else scores.real()
+        resized = cv2.resize(scores_in, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        feeds = {"image": image, "probabilities": resized, "logits": resized}
         for position, name in enumerate(self.order):
             self.backend.set_input(position, self._tensor(position, feeds[name]))
         self.backend.invoke()
