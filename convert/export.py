@@ -41,7 +41,7 @@ def _with_argmax(model: keras.Model) -> keras.Model:
 def metadata(source: ExportSource, options: ExportOptions, model: keras.Model,
              refiner_inputs: list[str] | None = None) -> dict:
     """The model contract the runtime reads, plus provenance under 'info'."""
-    hw = tuple(int(d) for d in model.input_shape[1:3])
+    hw = tuple(int(d) for d in model.inputs[0].shape[1:3])
     info = {"target": options.target, "exported_from": source.name, "data": source.data,
             "output_resolution": "full" if options.full_resolution else "quarter"}
     if source.recipe:
@@ -62,7 +62,7 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
     source = load_source(model_path, options.input_hw, options.full_resolution)
     model = edge_friendly(source.model)
     model = _with_argmax(model) if options.fuse_argmax else model
-    hw = tuple(int(d) for d in model.input_shape[1:3])
+    hw = tuple(int(d) for d in model.inputs[0].shape[1:3])
     calib_data = options.calib_data or source.data
     calibration = None
     if options.target in ("int8", "edgetpu"):

@@ -67,11 +67,15 @@ def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None,
     return samples
 
 
-def _representative(samples: list) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """Each sample is one image, or a list of arrays (one per model input)."""
-    def generate() -> Iterator[list[np.ndarray]]:
+def _representative(samples: list, names: list[str]) -> Callable[[], Iterator]:
+    """Each sample is one image, or a list of arrays in ``names`` order; several inputs go by
+    name, since the converted model orders its input tensors its own way."""
+    def generate() -> Iterator:
         for sample in samples:
-            yield [a[None] for a in sample] if isinstance(sample, list | tuple) else [sample[None]]
+            if isinstance(sample, list | tuple):
+                yield {name: a[None] for name, a in zip(names, sample, strict=True)}
+            else:
+                yield [sample[None]]
     return generate
 
 
@@ -89,7 +93,8 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
     specs = [tf.TensorSpec([1, *t.shape[1:]], tf.float32, name=t.name.split(":")[0]) for t in model.inputs]
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
-        model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=specs)
+        signature = [specs] if len(specs) > 1 else specs      # several inputs arrive as one list
+        model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         if target == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -100,7 +105,7 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
             if not calibration:
                 raise DatasetError(f"--to {target} needs calibration images: pass --calib-data")
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = _representative(calibration)
+            converter.representative_dataset = _representative(calibration, [s.name for s in specs])
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.uint8
             if not labels_output:

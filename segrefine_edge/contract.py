@@ -185,7 +185,9 @@ def apply_fields(contract: ModelContract, values: dict[str, Any], origin: str) -
 def resolve_contract(backend: Backend, overrides: dict[str, Any] | None = None) -> ModelContract:
     """Build the contract for a loaded model from every source, in order of authority."""
     contract = ModelContract()
-    _from_tensors(contract, backend.inputs[0], backend.outputs[0])
+    # A refiner has two inputs in whatever order the converter chose: the image is the RGB one.
+    image = next((t for t in backend.inputs if len(t.shape) == 4 and t.shape[-1] == 3), backend.inputs[0])
+    _from_tensors(contract, image, backend.outputs[0])
     name = backend.path.name
     for pattern, values in CATALOGUE.items():
         if fnmatch.fnmatch(name, pattern + ".tflite"):

@@ -65,3 +65,32 @@ def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_w
     if adversarial_weight != "0":
         assert all(h["d_loss"] > 0 for h in history)
     assert (out / "best.weights.h5").is_file()
+
+
+@pytest.mark.train
+def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, tmp_path: Path):
+    pytest.importorskip("tensorflow")
+    import cv2
+
+    from segrefine_edge.pipeline import FramePipeline
+    from segrefine_edge.refiner import TFLiteRefiner
+    from segrefine_edge.segmenter import Segmenter
+    from segrefine_edge.timing import StageTimer
+
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    refiner_run = tmp_path / "refiner"
+    trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out",
+                              str(refiner_run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
+                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    outputs = {}
+    for name, run in (("segmenter", tiny_run), ("refiner", refiner_run)):
+        outputs[name] = tmp_path / f"{name}.tflite"
+        result = subprocess.run([*CLI, "convert", str(run), "--to", "int8", "--out", str(outputs[name]),
+                                 "--calib-count", "4", "--val-count", "0"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    refiner = TFLiteRefiner(outputs["refiner"])
+    assert sorted(refiner.order) == ["image", "logits"] and refiner.hw == (32, 48)
+    frame = cv2.imread(str(sorted(Path(data, "val").iterdir())[0]))
+    labels = FramePipeline(Segmenter.open(outputs["segmenter"]), refiner).process(frame, StageTimer())
+    assert labels.shape == frame.shape[:2] and labels.max() < 11
