@@ -29,6 +29,7 @@ class ExportOptions:
     val_data: str | None = None
     val_split: str = "val"
     val_count: int = 30
+    float_layers: int = 0
 
 
 def _with_argmax(model: keras.Model) -> keras.Model:
@@ -43,7 +44,8 @@ def metadata(source: ExportSource, options: ExportOptions, model: keras.Model,
     """The model contract the runtime reads, plus provenance under 'info'."""
     hw = tuple(int(d) for d in model.inputs[0].shape[1:3])
     info = {"target": options.target, "exported_from": source.name, "data": source.data,
-            "output_resolution": "full" if options.full_resolution else "quarter"}
+            "output_resolution": "full" if options.full_resolution else "quarter",
+            "float_layers": options.float_layers}
     if source.recipe:
         info["recipe"] = source.recipe
     if source.role == "refiner":
@@ -69,7 +71,8 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
         calibration = (refiner_calibration(calib_data, options.calib_split, source.calibration_inputs,
                                            options.calib_count, hw) if source.role == "refiner"
                        else calibration_images(calib_data, options.calib_split, options.calib_count, hw))
-    tflite = to_tflite(model, options.target, calibration, labels_output=options.fuse_argmax)
+    tflite = to_tflite(model, options.target, calibration, labels_output=options.fuse_argmax,
+                       float_layers=options.float_layers)
     meta = metadata(source, options, model, input_names(tflite) if source.role == "refiner" else None)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(options.out, embed_metadata(tflite, meta))

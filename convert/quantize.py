@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
 from segrefine_edge.errors import DatasetError, ModelError
 
 TARGETS = ("float32", "float16", "dynamic", "int8", "edgetpu")
+_DEBUG_SAMPLES = 24  # images used to rank layers by quantisation error
 
 
 def calibration_images(root: str | Path, split: str, count: int, input_hw: tuple[int, int],
@@ -80,10 +83,13 @@ def _representative(samples: list, names: list[str]) -> Callable[[], Iterator]:
 
 
 def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | None = None,
-              labels_output: bool = False) -> bytes:
+              labels_output: bool = False, float_layers: int = 0) -> bytes:
     """Convert ``model`` for ``target``; ModelError names the op or layer that cannot be converted.
 
     ``labels_output`` (argmax fused in) keeps the integer label output as it is.
+    ``float_layers`` (int8 only) keeps the N layers with the largest quantisation error in
+    float: MobileNetV2's first depthwise layers, whose BN-folded weights quantise badly, cost
+    most of int8's accuracy loss. The model's input and output are then float.
     """
     if target not in TARGETS:
         raise ModelError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
@@ -111,10 +117,30 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
             if not labels_output:
                 converter.inference_output_type = tf.uint8 if target == "edgetpu" else tf.int8
         try:
+            if float_layers and target == "int8":
+                ranking = _representative(calibration[:_DEBUG_SAMPLES], [s.name for s in specs])
+                return _selectively_quantised(converter, float_layers, ranking)
             return converter.convert()
         except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"conversion to {target} failed: {first}") from exc
+
+
+def _selectively_quantised(converter, count: int, dataset: Callable[[], Iterator]) -> bytes:
+    """Rank layers by quantisation error (RMSE in units of the layer's scale, with
+    TFLite's QuantizationDebugger) and convert again with the worst ``count`` left in float."""
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+    debugger.run()
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    buffer.seek(0)
+    rows = [r for r in csv.DictReader(buffer) if r.get("rmse/scale")]
+    worst = sorted(rows, key=lambda r: -float(r["rmse/scale"]))[:count]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[r["tensor_name"] for r in worst])
+    selective = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset,
+                                                          debug_options=options)
+    return selective.get_nondebug_quantized_model()
 
 
 def input_names(tflite: bytes) -> list[str]:

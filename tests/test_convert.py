@@ -80,3 +80,13 @@ def test_bad_inputs_get_one_line(tiny_run: Path, tmp_path: Path):
         result = _convert(*args, "--out", str(tmp_path / "x.tflite"))
         assert result.exit_code == 2, (args, result.output)
         assert expected in result.output and "Traceback" not in result.output
+
+
+def test_int8_with_float_layers(tiny_run: Path, tmp_path: Path):
+    out = tmp_path / "tiny_int8_f2.tflite"
+    result = _convert(str(tiny_run), "--to", "int8", "--float-layers", "2", "--out", str(out), "--calib-count", "4",
+                      "--val-count", "2", "--max-drop", "1")
+    assert result.exit_code == 0, result.output
+    assert read_embedded_metadata(out)["info"]["float_layers"] == 2
+    report = check_edgetpu(out)
+    assert any("float32" in reason for finding in report.findings for reason in finding.reasons)
