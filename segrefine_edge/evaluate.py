@@ -81,21 +81,19 @@ class ModelRun:
 
 def label_table(contract_labels: list[str], classes: DatasetClasses, class_map: str | None,
                 model_name: str) -> tuple[np.ndarray | None, str | None]:
-    """The lookup that turns a model's labels into the dataset's, or None when they agree."""
-    if class_map is not None:
-        origin, mapping = load_class_map(class_map)
-        if not contract_labels:
-            raise ModelError(f"{model_name} names no classes, so class map {origin} cannot apply; "
-                             "pass the model's --labels")
-        lowered = {n.lower() for n in contract_labels}
-        if any(k.lower() in lowered for k in mapping):
-            return lookup_table(mapping, contract_labels, classes.names, origin), origin
-    same = not contract_labels or [n.lower() for n in contract_labels] == [n.lower() for n in classes.names]
-    if same:
+    """The lookup that turns a model's labels into the dataset's, or None when they agree.
+
+    A class map applies only to models whose classes differ from the dataset's, so one
+    `eval` can score our CamVid model and a Cityscapes peer side by side.
+    """
+    if not contract_labels or [n.lower() for n in contract_labels] == [n.lower() for n in classes.names]:
         return None, None
-    raise ModelError(f"{model_name} predicts {len(contract_labels)} classes ({', '.join(contract_labels[:5])}, ...) "
-                     f"but the dataset has {len(classes.names)} ({', '.join(classes.names[:5])}, ...); "
-                     "pass --class-map FILE (e.g. --class-map cityscapes-camvid)")
+    if class_map is None:
+        raise ModelError(f"{model_name} predicts {len(contract_labels)} classes ({', '.join(contract_labels[:5])}, "
+                         f"...) but the dataset has {len(classes.names)} ({', '.join(classes.names[:5])}, ...); "
+                         "pass --class-map FILE (e.g. --class-map cityscapes-camvid)")
+    origin, mapping = load_class_map(class_map)
+    return lookup_table(mapping, contract_labels, classes.names, origin), origin
 
 
 def read_pair(pair: Pair, classes: DatasetClasses) -> tuple[np.ndarray, np.ndarray]:

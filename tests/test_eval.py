@@ -125,3 +125,19 @@ def test_class_map_naming_unknown_classes(tiny_dataset: Path, cityscapes_model: 
 def test_other_classes_without_a_map(tiny_dataset: Path, cityscapes_model: Path):
     line = _error_line(_eval("--data", str(tiny_dataset), "-m", str(cityscapes_model)))
     assert "--class-map" in line
+
+
+def test_class_map_applies_only_to_the_model_with_other_classes(tiny_dataset: Path, cityscapes_model: Path,
+                                                                tiny_run: Path, tmp_path: Path):
+    """Our CamVid-class model and the Cityscapes peer side by side with one --class-map."""
+    pytest.importorskip("tensorflow")
+    model = tmp_path / "tiny.tflite"
+    converted = CliRunner().invoke(main, ["convert", str(tiny_run), "--to", "float32", "--out", str(model),
+                                          "--val-count", "0"])
+    assert converted.exit_code == 0, converted.output
+    out = tmp_path / "scores.json"
+    result = _eval("--data", str(tiny_dataset), "-m", str(model), "-m", str(cityscapes_model),
+                   "--class-map", "cityscapes-camvid", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    maps = [m["class_map"] for m in json.loads(out.read_text())["models"]]
+    assert maps[0] is None and maps[1].endswith("cityscapes_to_camvid.json")
