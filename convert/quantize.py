@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
-from segrefine_edge.errors import DatasetError, ModelError
+from segrefine_edge.errors import DatasetError, ModelError, SegrefineError
 
 TARGETS = ("float32", "float16", "dynamic", "int8", "edgetpu")
 _DEBUG_SAMPLES = 24  # images used to rank layers by quantisation error
@@ -101,44 +101,65 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
         saved = Path(tmp) / "saved_model"
         signature = [specs] if len(specs) > 1 else specs      # several inputs arrive as one list
         model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=signature)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        if target == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif target == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif target in ("int8", "edgetpu"):
-            if not calibration:
-                raise DatasetError(f"--to {target} needs calibration images: pass --calib-data")
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = _representative(calibration, [s.name for s in specs])
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            if not labels_output:
-                converter.inference_output_type = tf.uint8 if target == "edgetpu" else tf.int8
+        names = [s.name for s in specs]
+
+        def make_converter(io_types: bool = True) -> tf.lite.TFLiteConverter:
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+            if target == "float16":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.target_spec.supported_types = [tf.float16]
+            elif target == "dynamic":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            elif target in ("int8", "edgetpu"):
+                if not calibration:
+                    raise DatasetError(f"--to {target} needs calibration images: pass --calib-data")
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = _representative(calibration, names)
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                if io_types:
+                    converter.inference_input_type = tf.uint8
+                    if not labels_output:
+                        converter.inference_output_type = tf.uint8 if target == "edgetpu" else tf.int8
+            return converter
+
         try:
             if float_layers and target == "int8":
-                ranking = _representative(calibration[:_DEBUG_SAMPLES], [s.name for s in specs])
-                return _selectively_quantised(converter, float_layers, ranking)
-            return converter.convert()
+                ranking = _representative(calibration[:_DEBUG_SAMPLES], names)
+                return _selectively_quantised(make_converter, float_layers, ranking)
+            return make_converter().convert()
+        except SegrefineError:
+            raise
         except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"conversion to {target} failed: {first}") from exc
 
 
-def _selectively_quantised(converter, count: int, dataset: Callable[[], Iterator]) -> bytes:
-    """Rank layers by quantisation error (RMSE in units of the layer's scale, with
-    TFLite's QuantizationDebugger) and convert again with the worst ``count`` left in float."""
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+def _selectively_quantised(make_converter: Callable[[bool], tf.lite.TFLiteConverter], count: int,
+                           dataset: Callable[[], Iterator]) -> bytes:
+    """Rank layers by quantisation error (RMSE in units of the layer's scale, with TFLite's
+    QuantizationDebugger) and convert again with the worst ``count`` left in float.
+
+    Each step gets a fresh converter (one that has been through the debugger yields tensor
+    names the denylist does not match, and the denylist then silently does nothing); the
+    ranking runs with float I/O. The result has float I/O whatever is asked.
+    """
+    def converter_with_float_ops() -> tf.lite.TFLiteConverter:
+        converter = make_converter(True)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=make_converter(False), debug_dataset=dataset)
     debugger.run()
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
     buffer.seek(0)
-    rows = [r for r in csv.DictReader(buffer) if r.get("rmse/scale")]
-    worst = sorted(rows, key=lambda r: -float(r["rmse/scale"]))[:count]
+    rows = [r for r in csv.DictReader(buffer) if r.get("mean_squared_error") and float(r.get("scale") or 0) > 0]
+    if not rows:
+        raise ModelError("the quantisation debugger reported no layer statistics; convert without --float-layers")
+    # Error in units of the layer's quantisation step: comparable across layers of any range.
+    worst = sorted(rows, key=lambda r: -float(r["mean_squared_error"]) ** 0.5 / float(r["scale"]))[:count]
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[r["tensor_name"] for r in worst])
-    selective = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset,
+    selective = tf.lite.experimental.QuantizationDebugger(converter=converter_with_float_ops(), debug_dataset=dataset,
                                                           debug_options=options)
     return selective.get_nondebug_quantized_model()
 
