@@ -153,6 +153,8 @@ class Backend:
         self.threads = threads
         self.inputs = [_tensor_info(d) for d in self.interpreter.get_input_details()]
         self.outputs = [_tensor_info(d) for d in self.interpreter.get_output_details()]
+        # Integer inside even when the I/O is float (int8 with a few float layers): not a GPU model.
+        self.integer_model = any(d["dtype"] in (np.int8, np.uint8) for d in self.interpreter.get_tensor_details())
 
     def _choose_delegate(self, requested: str, edgetpu_model: bool, load_delegate) -> str:
         self.delegate_handle = None
@@ -234,7 +236,7 @@ def open_backend(path: str | Path, runtime: str = "auto", delegate: str = "auto"
             raise
         warn_once(f"{exc.args[0].split(';')[0]}; running {twin.name} on the CPU instead")
         return Backend(twin, runtime, "cpu", threads)
-    if backend.delegate == "cpu" and not backend.inputs[0].quantized:
+    if backend.delegate == "cpu" and not backend.integer_model:
         try:
             return Backend(path, runtime, "gpu", threads)
         except (DelegateError, ModelError):

@@ -141,3 +141,17 @@ def test_class_map_applies_only_to_the_model_with_other_classes(tiny_dataset: Pa
     assert result.exit_code == 0, result.output
     maps = [m["class_map"] for m in json.loads(out.read_text())["models"]]
     assert maps[0] is None and maps[1].endswith("cityscapes_to_camvid.json")
+
+
+@pytest.mark.slow
+def test_shipped_model_and_refiner_keep_their_published_scores(camvid: Path, tmp_path: Path):
+    """The README's figures for the shipped int8 segmenter, alone and with the shipped refiner."""
+    from segrefine_edge.models import default_refiner_path
+
+    out = tmp_path / "scores.json"
+    result = _eval("--data", str(camvid), "--refiner", str(default_refiner_path()), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    alone, refined = json.loads(out.read_text())["models"]
+    assert alone["miou"] == pytest.approx(0.623, abs=0.005) and alone["boundary_f"] == pytest.approx(0.610, abs=0.005)
+    assert refined["boundary_f"] - alone["boundary_f"] > 0.04
+    assert refined["miou"] > alone["miou"]

@@ -12,6 +12,7 @@ import click
 
 from segrefine_edge.cli.options import contract_options, contract_overrides, resolve_model_path, runtime_options
 from segrefine_edge.errors import SourceError
+from segrefine_edge.models import default_refiner_path
 from segrefine_edge.pipeline import FramePipeline, Outputs, RunLimits, run_stream
 from segrefine_edge.refiner import open_refiner
 from segrefine_edge.render import VIEWS, Renderer, RenderOptions
@@ -50,7 +51,9 @@ def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
 @click.option("--camera", type=int, default=None, help="Camera index (live: the newest frame wins).")
 @click.option("--video", type=str, default=None, help="Video file (every frame, in order).")
 @click.option("--model", "-m", default=None, help="Segmenter .tflite (default: the shipped CamVid model).")
-@click.option("--refiner", default=None, help="Refiner .tflite, or 'guided-filter'; without it the refine stage is the identity.")
+@click.option("--refiner", default=None, help="Refiner .tflite or 'guided-filter' (default: the shipped refiner, "
+              "with the default model; none with another --model).")
+@click.option("--no-refiner", is_flag=True, help="Switch the refine stage off (identity).")
 @runtime_options
 @contract_options
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
@@ -66,7 +69,7 @@ def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--stats-json", default=None, help="Write frames, FPS and per-stage p50/p95 as JSON.")
-def stream(input_uri, camera, video, model, refiner, runtime, delegate, threads, labels_file, palette_file,
+def stream(input_uri, camera, video, model, refiner, no_refiner, runtime, delegate, threads, labels_file, palette_file,
            input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
            classes, ignore_class, loop, max_frames, duration, stats_json) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
@@ -77,7 +80,10 @@ def stream(input_uri, camera, video, model, refiner, runtime, delegate, threads,
     uri = _source_uri(input_uri, camera, video)
     overrides = contract_overrides(labels_file, palette_file, input_range, color_order, output_kind)
     segmenter = Segmenter.open(resolve_model_path(model), runtime, delegate, threads, overrides)
-    refine = open_refiner(refiner, runtime, delegate, threads)
+    if refiner is None and model is None and not no_refiner:
+        default = default_refiner_path()
+        refiner = str(default) if default else None
+    refine = open_refiner(None if no_refiner else refiner, runtime, delegate, threads)
     contract = segmenter.contract
     shown = _class_indices(segmenter, classes)
     hidden = _class_indices(segmenter, ignore_class)
