@@ -170,3 +170,8 @@ def test_temporal_scores_on_a_moving_square():
     assert len(temporal.tc_values) == 3
     assert temporal.tc() > 0.9
     assert temporal.flicker() == pytest.approx(2 * 4 * 40 / (120 * 160))
+
+
+def test_an_empty_matrix_scores_nothing_rather_than_zero():
+    cm = ConfusionMatrix(3)
+    assert math.isnan(cm.miou()) and math.isnan(cm.pixel_accuracy()) and math.isnan(cm.frequency_weighted_iou())

@@ -51,6 +51,8 @@ class ConfusionMatrix:
 
     def frequency_weighted_iou(self) -> float:
         """IoU weighted by each class's share of ground-truth pixels."""
-        freq = self.counts.sum(1) / max(self.counts.sum(), 1)
+        if not self.counts.sum():
+            return float("nan")
+        freq = self.counts.sum(1) / self.counts.sum()
         iou = np.nan_to_num(self.iou())
         return float((freq * iou).sum())
