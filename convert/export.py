@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 from segrefine_edge.convert.edge_graph import ArgMaxLabels, edge_friendly
 from segrefine_edge.convert.quantize import calibration_images, input_names, refiner_calibration, to_tflite
-from segrefine_edge.convert.source import ExportSource, load_source
+from segrefine_edge.convert.source import ExportSource, fuse_refiner, load_source
 from segrefine_edge.convert.validate import Validation, validate
 
 from segrefine_edge.contract import embed_metadata
@@ -30,6 +30,7 @@ class ExportOptions:
     val_split: str = "val"
     val_count: int = 30
     float_layers: int = 0
+    fuse_refiner: str | None = None
 
 
 def _with_argmax(model: keras.Model) -> keras.Model:
@@ -53,7 +54,8 @@ def metadata(source: ExportSource, options: ExportOptions, model: keras.Model,
                 "palette": source.palette, "void": source.void, "input_hw": list(hw), "color_order": "RGB",
                 "input_range": "0,255", "output_kind": "logits", "refiner_inputs": refiner_inputs, "info": info}
     return {
-        "name": f"{source.name}_{options.target}", "role": "segmenter", "labels": source.labels or None,
+        "name": f"{source.name}_{options.target}", "role": "fused" if source.role == "fused" else "segmenter",
+        "labels": source.labels or None,
         "palette": source.palette, "void": source.void, "input_hw": list(hw), "color_order": "RGB",
         "input_range": "0,255", "output_kind": "labels" if options.fuse_argmax else "logits", "info": info,
     }
@@ -62,6 +64,8 @@ def metadata(source: ExportSource, options: ExportOptions, model: keras.Model,
 def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, Validation | None]:
     """Convert ``model_path`` as ``options`` say; returns the written file, its metadata, the validation."""
     source = load_source(model_path, options.input_hw, options.full_resolution)
+    if options.fuse_refiner:
+        source = fuse_refiner(source, options.fuse_refiner)
     model = edge_friendly(source.model)
     model = _with_argmax(model) if options.fuse_argmax else model
     hw = tuple(int(d) for d in model.inputs[0].shape[1:3])

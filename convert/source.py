@@ -124,3 +124,26 @@ def _from_refiner_run(run: Path) -> ExportSource:
     return ExportSource(generator, run.name, labels, info.palette_rgb if info else None,
                         info.void if info else None, recipe["data"], recipe, role="refiner",
                         calibration_inputs=caches[-1] if caches else None)
+
+
+def fuse_refiner(segmenter: ExportSource, refiner_run: str | Path) -> ExportSource:
+    """One graph: the segmenter's quarter-resolution logits, upsampled to the refiner's size,
+    refined there with the frame pooled to the same size. One model to deploy, one invoke, and
+    no float round trip between the two on an accelerator."""
+    refiner = load_source(refiner_run, None, False)
+    if refiner.role != "refiner":
+        raise ModelError(f"{refiner_run} is not a refiner run; pass what `train refiner` wrote to --fuse-refiner")
+    image = segmenter.model.inputs[0]
+    h, w = (int(d) for d in image.shape[1:3])
+    rh, rw = (int(d) for d in refiner.model.inputs[0].shape[1:3])
+    if h % rh or w % rw or h // rh != w // rw:
+        raise ModelError(f"the segmenter's input {w}x{h} is not an integer multiple of the refiner's {rw}x{rh}")
+    logits = segmenter.model(image)
+    logits = keras.layers.Resizing(rh, rw, interpolation="bilinear", name="fused_logits_up")(logits)
+    small = keras.layers.AveragePooling2D(h // rh, name="fused_image_down")(image)
+    names = [t.name.split(":")[0] for t in refiner.model.inputs]
+    refined = refiner.model([small if n == "image" else logits for n in names])
+    fused = keras.Model(image, refined, name=f"{segmenter.model.name}_refined")
+    return ExportSource(fused, f"{segmenter.name}+{refiner.name}", segmenter.labels, segmenter.palette,
+                        segmenter.void, segmenter.data, {"segmenter": segmenter.recipe, "refiner": refiner.recipe},
+                        role="fused")

@@ -94,3 +94,25 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, tm
     frame = cv2.imread(str(sorted(Path(data, "val").iterdir())[0]))
     labels = FramePipeline(Segmenter.open(outputs["segmenter"]), refiner).process(frame, StageTimer())
     assert labels.shape == frame.shape[:2] and labels.max() < 11
+
+
+@pytest.mark.train
+def test_segmenter_and_refiner_export_as_one_fused_graph(tiny_run: Path, tmp_path: Path):
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.contract import read_embedded_metadata
+    from segrefine_edge.segmenter import Segmenter
+
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    refiner_run = tmp_path / "refiner"
+    trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out",
+                              str(refiner_run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
+                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    fused = tmp_path / "fused.tflite"
+    result = subprocess.run([*CLI, "convert", str(tiny_run), "--fuse-refiner", str(refiner_run), "--to", "float32",
+                             "--out", str(fused), "--val-count", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = read_embedded_metadata(fused)
+    assert meta["role"] == "fused" and meta["info"]["validation"]["pixel_agreement_with_float"] > 0.99
+    segmenter = Segmenter.open(fused)
+    assert list(segmenter.output.shape[1:3]) == [32, 48]           # refined logits at the refiner's size

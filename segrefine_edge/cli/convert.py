@@ -61,12 +61,13 @@ def _hw(value: str | None) -> tuple[int, int] | None:
 @click.option("--val-data", default=None, help="Labelled data to validate on (default: the run's data).")
 @click.option("--val-split", default="val", show_default=True)
 @click.option("--val-count", type=click.IntRange(0), default=30, show_default=True, help="0 skips validation.")
+@click.option("--fuse-refiner", default=None, help="A refiner run to export in one graph behind the segmenter.")
 @click.option("--float-layers", type=click.IntRange(0), default=0, show_default=True,
               help="int8: keep the N layers with the largest quantisation error in float.")
 @click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True,
               help="Fail when mIoU falls by more than this against the float model.")
 def model_command(model_path, target, out, input_size, full_resolution, fuse_argmax, calib_data, calib_split,
-                  calib_count, val_data, val_split, val_count, float_layers, max_drop) -> None:
+                  calib_count, val_data, val_split, val_count, fuse_refiner, float_layers, max_drop) -> None:
     """Convert MODEL (a training run folder, .keras file or SavedModel) to TFLite for --to."""
     require_tensorflow("convert")
     from segrefine_edge.convert.export import ExportOptions, export
@@ -78,7 +79,7 @@ def model_command(model_path, target, out, input_size, full_resolution, fuse_arg
     suffix = "edgetpu-ready" if target == "edgetpu" else target
     out_path = Path(out) if out else (source if source.is_dir() else source.parent) / f"{source.stem}_{suffix}.tflite"
     options = ExportOptions(target, out_path, _hw(input_size), full_resolution, fuse_argmax, calib_data, calib_split,
-                            calib_count, val_data, val_split, val_count, float_layers)
+                            calib_count, val_data, val_split, val_count, float_layers, fuse_refiner)
     path, meta, validation = export(source, options)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {target}, input "
                f"{meta['input_hw'][1]}x{meta['input_hw'][0]}, output {meta['output_kind']})")
