@@ -91,3 +91,17 @@ def test_int8_with_float_layers(tiny_run: Path, tmp_path: Path):
     report = check_edgetpu(out)
     float_compute = {f.op for f in report.findings} - {"QUANTIZE", "DEQUANTIZE"}
     assert float_compute, report.format()                    # layers really left in float, not just the I/O
+
+
+def test_an_op_without_a_tflite_kernel_is_named(tmp_path: Path):
+    """keras.ops.argmax lowers through tf.BitwiseAnd, which TFLite has no builtin for."""
+    import keras
+
+    from segrefine_edge.convert.quantize import to_tflite
+    from segrefine_edge.errors import ModelError
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.ops.argmax(keras.layers.Conv2D(4, 1)(inputs), axis=-1))
+    calibration = [np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)]
+    with pytest.raises(ModelError, match="BitwiseAnd"):
+        to_tflite(model, "int8", calibration, labels_output=True)
