@@ -103,7 +103,7 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
         model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=signature)
         names = [s.name for s in specs]
 
-        def make_converter(io_types: bool = True) -> tf.lite.TFLiteConverter:
+        def make_converter(io_types: bool = True, samples: list | None = None) -> tf.lite.TFLiteConverter:
             converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
             if target == "float16":
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -114,7 +114,7 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
                 if not calibration:
                     raise DatasetError(f"--to {target} needs calibration images: pass --calib-data")
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                converter.representative_dataset = _representative(calibration, names)
+                converter.representative_dataset = _representative(samples or calibration, names)
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
                 if io_types:
                     converter.inference_input_type = tf.uint8
@@ -124,8 +124,10 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
 
         try:
             if float_layers and target == "int8":
-                ranking = _representative(calibration[:_DEBUG_SAMPLES], names)
-                return _selectively_quantised(make_converter, float_layers, ranking)
+                debug_samples = calibration[:_DEBUG_SAMPLES]
+                ranking = make_converter(False, debug_samples)     # ranking needs no full calibration
+                return _selectively_quantised(ranking, make_converter, float_layers,
+                                              _representative(debug_samples, names))
             return make_converter().convert()
         except SegrefineError:
             raise
@@ -134,8 +136,8 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
             raise ModelError(f"conversion to {target} failed: {first}") from exc
 
 
-def _selectively_quantised(make_converter: Callable[[bool], tf.lite.TFLiteConverter], count: int,
-                           dataset: Callable[[], Iterator]) -> bytes:
+def _selectively_quantised(ranking: tf.lite.TFLiteConverter, make_converter: Callable[[bool], tf.lite.TFLiteConverter],
+                           count: int, dataset: Callable[[], Iterator]) -> bytes:
     """Rank layers by quantisation error (RMSE in units of the layer's scale, with TFLite's
     QuantizationDebugger) and convert again with the worst ``count`` left in float.
 
@@ -148,7 +150,7 @@ def _selectively_quantised(make_converter: Callable[[bool], tf.lite.TFLiteConver
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         return converter
 
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=make_converter(False), debug_dataset=dataset)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=ranking, debug_dataset=dataset)
     debugger.run()
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
