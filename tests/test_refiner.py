@@ -67,8 +67,22 @@ def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_w
     assert (out / "best.weights.h5").is_file()
 
 
+@pytest.fixture(scope="module")
+def tiny_refiner_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A refiner trained for two steps on the tiny segmenter run (shared by the export tests)."""
+    pytest.importorskip("tensorflow")
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    refiner_run = tmp_path_factory.mktemp("refiner") / "run"
+    trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out",
+                              str(refiner_run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
+                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return refiner_run
+
+
 @pytest.mark.train
-def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, tmp_path: Path):
+def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, tiny_refiner_run: Path,
+                                                               tmp_path: Path):
     pytest.importorskip("tensorflow")
     import cv2
 
@@ -78,11 +92,7 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, tm
     from segrefine_edge.timing import StageTimer
 
     data = json.loads((tiny_run / "config.json").read_text())["data"]
-    refiner_run = tmp_path / "refiner"
-    trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out",
-                              str(refiner_run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
-                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    refiner_run = tiny_refiner_run
     outputs = {}
     for name, run in (("segmenter", tiny_run), ("refiner", refiner_run)):
         outputs[name] = tmp_path / f"{name}.tflite"
@@ -97,17 +107,12 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, tm
 
 
 @pytest.mark.train
-def test_segmenter_and_refiner_export_as_one_fused_graph(tiny_run: Path, tmp_path: Path):
+def test_segmenter_and_refiner_export_as_one_fused_graph(tiny_run: Path, tiny_refiner_run: Path, tmp_path: Path):
     pytest.importorskip("tensorflow")
     from segrefine_edge.contract import read_embedded_metadata
     from segrefine_edge.segmenter import Segmenter
 
-    data = json.loads((tiny_run / "config.json").read_text())["data"]
-    refiner_run = tmp_path / "refiner"
-    trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out",
-                              str(refiner_run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
-                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    refiner_run = tiny_refiner_run
     fused = tmp_path / "fused.tflite"
     result = subprocess.run([*CLI, "convert", str(tiny_run), "--fuse-refiner", str(refiner_run), "--to", "float32",
                              "--out", str(fused), "--val-count", "2"], capture_output=True, text=True, timeout=300)
