@@ -49,15 +49,11 @@ def metadata(source: ExportSource, options: ExportOptions, model: keras.Model,
             "float_layers": options.float_layers}
     if source.recipe:
         info["recipe"] = source.recipe
-    if source.role == "refiner":
-        return {"name": f"{source.name}_{options.target}", "role": "refiner", "labels": source.labels or None,
-                "palette": source.palette, "void": source.void, "input_hw": list(hw), "color_order": "RGB",
-                "input_range": "0,255", "output_kind": "logits", "refiner_inputs": refiner_inputs, "info": info}
     return {
-        "name": f"{source.name}_{options.target}", "role": "fused" if source.role == "fused" else "segmenter",
-        "labels": source.labels or None,
+        "name": f"{source.name}_{options.target}", "role": source.role, "labels": source.labels or None,
         "palette": source.palette, "void": source.void, "input_hw": list(hw), "color_order": "RGB",
-        "input_range": "0,255", "output_kind": "labels" if options.fuse_argmax else "logits", "info": info,
+        "input_range": "0,255", "output_kind": "labels" if options.fuse_argmax else "logits",
+        "refiner_inputs": refiner_inputs, "info": info,
     }
 
 

@@ -20,11 +20,11 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
+from segrefine_edge.convert import TARGETS
 
 from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
 from segrefine_edge.errors import DatasetError, ModelError, SegrefineError
 
-TARGETS = ("float32", "float16", "dynamic", "int8", "edgetpu")
 _DEBUG_SAMPLES = 24  # images used to rank layers by quantisation error
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import click
 
 from segrefine_edge.cli.lazy_tf import require_tensorflow
+from segrefine_edge.convert import TARGETS
 from segrefine_edge.errors import ModelError, SegrefineError
-
-TARGETS = ("float32", "float16", "dynamic", "int8", "edgetpu")
 
 
 class QualityError(SegrefineError):
