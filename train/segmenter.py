@@ -32,6 +32,10 @@ class SegmenterConfig:
     low_level_filters: int = 48
     dropout: float = 0.1
     bn_momentum: float = 0.9
+    # The stride-16 feature ASPP reads. "block_16_project_BN" (320 channels) is DeepLab's own
+    # choice; "out_relu" adds MobileNetV2's 1280-channel classifier conv, which roughly doubles
+    # the head's cost (ASPP on 1280 channels) for features tuned to ImageNet's classes.
+    high_level_feature: str = "block_16_project_BN"
 
 
 # === Backbone ===
@@ -141,7 +145,7 @@ def build_segmenter(
     inputs = keras.Input((h, w, 3), name="image")
     backbone = build_backbone((h, w, 3), config.alpha, config.output_stride, backbone_weights)
     features = keras.Model(
-        backbone.inputs, [backbone.get_layer(_LOW_LEVEL_FEATURE).output, backbone.output], name="backbone"
+        backbone.inputs, [backbone.get_layer(_LOW_LEVEL_FEATURE).output, backbone.get_layer(config.high_level_feature).output], name="backbone"
     )
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inputs)
     low, high = features(x)
