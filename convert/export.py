@@ -69,7 +69,8 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
     calibration = None
     if options.target in ("int8", "edgetpu"):
         calibration = (refiner_calibration(calib_data, options.calib_split, source.calibration_inputs,
-                                           options.calib_count, hw) if source.role == "refiner"
+                                           options.calib_count, hw, temporal=len(model.inputs) == 3)
+                       if source.role == "refiner"
                        else calibration_images(calib_data, options.calib_split, options.calib_count, hw))
     tflite = to_tflite(model, options.target, calibration, labels_output=options.fuse_argmax,
                        float_layers=options.float_layers)

@@ -52,8 +52,10 @@ def calibration_images(root: str | Path, split: str, count: int, input_hw: tuple
 
 
 def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None, count: int,
-                        input_hw: tuple[int, int], seed: int = 0) -> list[list[np.ndarray]]:
-    """(image, segmenter logits) pairs for a refiner, from the logits cached at training."""
+                        input_hw: tuple[int, int], temporal: bool = False, seed: int = 0) -> list[list[np.ndarray]]:
+    """(image, segmenter logits[, previous probabilities]) for a refiner, from the logits
+    cached at training; a temporal refiner's previous mask is calibrated with the logits'
+    softmax, which spans the same 0-1 range its own output will."""
     if logits_cache is None or not logits_cache.is_file():
         raise DatasetError("the refiner's training inputs (refiner_inputs_train_*.npy in the segmenter run) are gone; "
                            "re-run `train refiner` or keep the segmenter run folder")
@@ -66,7 +68,11 @@ def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None,
     for index in sorted(chosen):
         bgr = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
         rgb = cv2.cvtColor(cv2.resize(bgr, input_hw[::-1], interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-        samples.append([rgb.astype(np.float32), np.asarray(logits[index], np.float32)])
+        sample = [rgb.astype(np.float32), np.asarray(logits[index], np.float32)]
+        if temporal:
+            z = np.exp(sample[1] - sample[1].max(axis=-1, keepdims=True))
+            sample.append(z / z.sum(axis=-1, keepdims=True))
+        samples.append(sample)
     return samples
 
 

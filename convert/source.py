@@ -133,6 +133,9 @@ def fuse_refiner(segmenter: ExportSource, refiner_run: str | Path) -> ExportSour
     refiner = load_source(refiner_run, None, False)
     if refiner.role != "refiner":
         raise ModelError(f"{refiner_run} is not a refiner run; pass what `train refiner` wrote to --fuse-refiner")
+    if len(refiner.model.inputs) != 2:
+        raise ModelError(f"{refiner_run} is a temporal refiner: its previous-mask input has no place in one fused "
+                         "graph; convert it on its own and pass it to --refiner")
     image = segmenter.model.inputs[0]
     h, w = (int(d) for d in image.shape[1:3])
     rh, rw = (int(d) for d in refiner.model.inputs[0].shape[1:3])

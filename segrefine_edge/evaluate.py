@@ -119,8 +119,14 @@ def read_pair(pair: Pair, classes: DatasetClasses) -> tuple[np.ndarray, np.ndarr
 
 def score_split(runs: list[ModelRun], pairs: list[Pair], save_masks: Path | None = None,
                 progress: Callable[[Iterable], Iterable] = iter) -> None:
-    """Run every model on every pair and accumulate region and boundary scores."""
+    """Run every model on every pair and accumulate region and boundary scores.
+
+    Pairs go in file order and a temporal refiner carries its mask from one to the next, as
+    on video: right for a split that is one sequence (CamVid's val), a handicap otherwise.
+    """
     classes = runs[0].classes
+    for run in runs:
+        run.pipeline.reset()
     for pair in progress(pairs):
         image, mask = read_pair(pair, classes)
         for run in runs:
@@ -139,6 +145,8 @@ def score_split(runs: list[ModelRun], pairs: list[Pair], save_masks: Path | None
 def score_sequence(runs: list[ModelRun], source: Source, progress: Callable[[Iterable], Iterable] = iter) -> int:
     """Run every model over the ordered frames of ``source`` for TC and flicker; returns frames read."""
     frames = 0
+    for run in runs:
+        run.pipeline.reset()
     with source:
         for frame in progress(iter(source.read, None)):
             frames += 1

@@ -33,6 +33,10 @@ class FramePipeline:
         self.segmenter = segmenter
         self.refiner = refiner or IdentityRefiner()
 
+    def reset(self) -> None:
+        """Start a new sequence (a temporal refiner forgets its previous mask)."""
+        self.refiner.reset()
+
     def process(self, image: np.ndarray, timer: StageTimer) -> np.ndarray:
         with timer.stage("preprocess"):
             tensor = self.segmenter.preprocess(image)

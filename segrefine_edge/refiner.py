@@ -24,8 +24,18 @@ class Refiner(Protocol):
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
         """Return refined scores (same classes) for one frame."""
 
+    def reset(self) -> None:
+        """Forget earlier frames: the next frame starts a new sequence."""
 
-class IdentityRefiner:
+
+class _Stateless:
+    """For refiners that look at one frame at a time: nothing to forget."""
+
+    def reset(self) -> None:
+        return None
+
+
+class IdentityRefiner(_Stateless):
     """No refinement: scores pass through untouched (and cost nothing)."""
 
     name = "none"
@@ -34,7 +44,7 @@ class IdentityRefiner:
         return scores
 
 
-class GuidedFilterRefiner:
+class GuidedFilterRefiner(_Stateless):
     """The classical cheap refinement (He et al.'s guided filter, as MediaPipe recommends for
     its masks): each class probability is filtered with the frame's grey image as the guide,
     so probability edges snap to image edges. No model; the ablation's baseline."""
@@ -68,11 +78,13 @@ class GuidedFilterRefiner:
 
 class TFLiteRefiner:
     """A refiner model (contract role 'refiner') with inputs ``image`` and ``probabilities``
-    or ``logits`` (the segmenter's, dequantised).
+    or ``logits`` (the segmenter's, dequantised), and for a temporal refiner ``previous``.
 
     Its contract's ``refiner_inputs`` names the order of its input tensors; ``image`` is fed
     like a segmenter's input, the scores as HxWxC floats at the refiner's input size.
-    Its output is logits over the same classes.
+    Its output is logits over the same classes. A temporal refiner gets its own last output
+    as probabilities in ``previous``; on a sequence's first frame it gets the segmenter's
+    probabilities instead, as in training.
     """
 
     def __init__(self, path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2) -> None:
@@ -82,11 +94,17 @@ class TFLiteRefiner:
             raise ModelError(f"{Path(path).name} is a {self.contract.role} model, not a refiner; "
                              "pass a refiner to --refiner or leave it out")
         self.order = self.contract.refiner_inputs or ["image", "probabilities"]
-        if len(self.order) != 2 or "image" not in self.order or not {"probabilities", "logits"} & set(self.order):
-            raise ModelError(f"refiner inputs {self.order} are not supported; expected image and "
-                             "probabilities or logits")
+        scores = {"probabilities", "logits"} & set(self.order)
+        if "image" not in self.order or len(scores) != 1 or not set(self.order) <= {"image", "previous", *scores}:
+            raise ModelError(f"refiner inputs {self.order} are not supported; expected image, "
+                             "probabilities or logits, and optionally previous")
         self.name = Path(path).stem
         self.hw = self.contract.input_hw
+        self.temporal = "previous" in self.order
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._previous = None
 
     def _tensor(self, position: int, value: np.ndarray) -> np.ndarray:
         info = self.backend.inputs[position]
@@ -102,12 +120,18 @@ class TFLiteRefiner:
         scores_in = scores.probabilities() if "probabilities" in self.order else scores.real()
         resized = cv2.resize(scores_in, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         feeds = {"image": image, "probabilities": resized, "logits": resized}
+        if self.temporal:
+            feeds["previous"] = self._previous if self._previous is not None else (
+                resized if "probabilities" in self.order else ScoreMap("logits", resized).probabilities())
         for position, name in enumerate(self.order):
             self.backend.set_input(position, self._tensor(position, feeds[name]))
         self.backend.invoke()
         out = self.backend.output(0)[0]
         info = self.backend.outputs[0]
-        return ScoreMap("logits", out, info.scale if info.quantized else 0.0, info.zero_point if info.quantized else 0)
+        refined = ScoreMap("logits", out, info.scale if info.quantized else 0.0, info.zero_point if info.quantized else 0)
+        if self.temporal:
+            self._previous = refined.probabilities()
+        return refined
 
 
 def open_refiner(spec: str | None, runtime: str = "auto", delegate: str = "auto", threads: int = 2) -> Refiner:

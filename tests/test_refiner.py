@@ -121,3 +121,75 @@ def test_segmenter_and_refiner_export_as_one_fused_graph(tiny_run: Path, tiny_re
     assert meta["role"] == "fused" and meta["info"]["validation"]["pixel_agreement_with_float"] > 0.99
     segmenter = Segmenter.open(fused)
     assert list(segmenter.output.shape[1:3]) == [32, 48]           # refined logits at the refiner's size
+
+
+@pytest.mark.train
+def test_temporal_generator_takes_the_previous_mask_and_starts_as_the_identity():
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+
+    generator = build_generator(RefinerConfig(input_hw=(32, 48), temporal=True))
+    assert [t.name.split(":")[0] for t in generator.inputs] == ["image", "logits", "previous"]
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (1, 32, 48, 3)).astype(np.float32)
+    logits = rng.normal(0, 3, (1, 32, 48, 11)).astype(np.float32)
+    previous = rng.dirichlet(np.ones(11), (1, 32, 48)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(generator([image, logits, previous])), logits, atol=1e-5)
+
+
+@pytest.mark.train
+def test_temporal_batches_hold_a_moved_previous_mask():
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.train.refiner_data import RefinerSplit, batches
+
+    rng = np.random.default_rng(1)
+    masks = np.zeros((3, 40, 60), np.uint8)
+    masks[:, :, 30:] = 2
+    logits = np.log(np.eye(4, dtype=np.float32)[masks] * 0.9 + 0.025).astype(np.float16)
+    data = RefinerSplit(rng.integers(0, 255, (3, 40, 60, 3), dtype=np.uint8), masks, logits)
+    image, inputs, previous, mask = next(batches(data, 16, 4, real_share=0.5, seed=0, temporal=True))
+    assert image.shape == (16, 40, 60, 3) and inputs.shape == previous.shape == (16, 40, 60, 4)
+    assert mask.shape == (16, 40, 60)
+    np.testing.assert_allclose(previous.sum(-1), 1.0, atol=1e-3)
+    # moved copies: in some samples the previous mask's edge is no longer where the mask's is
+    moved = [not np.array_equal(previous[i].argmax(-1), mask[i]) for i in range(16)]
+    assert any(moved)
+
+
+@pytest.mark.train
+def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, tmp_path: Path):
+    pytest.importorskip("tensorflow")
+    import cv2
+
+    from segrefine_edge.pipeline import FramePipeline
+    from segrefine_edge.refiner import TFLiteRefiner
+    from segrefine_edge.segmenter import Segmenter
+    from segrefine_edge.timing import StageTimer
+
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    run = tmp_path / "temporal"
+    trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(run),
+                              "--temporal", "--steps", "2", "--batch", "2", "--set", "eval_every=2",
+                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    outputs = {}
+    for name, source in (("segmenter", tiny_run), ("refiner", run)):
+        outputs[name] = tmp_path / f"{name}.tflite"
+        result = subprocess.run([*CLI, "convert", str(source), "--to", "int8", "--out", str(outputs[name]),
+                                 "--calib-count", "4", "--val-count", "0"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    refiner = TFLiteRefiner(outputs["refiner"])
+    assert refiner.temporal and sorted(refiner.order) == ["image", "logits", "previous"]
+    pipeline = FramePipeline(Segmenter.open(outputs["segmenter"]), refiner)
+    frames = [cv2.imread(str(p)) for p in sorted(Path(data, "val").iterdir())[:2]]
+    for frame in frames:
+        labels = pipeline.process(frame, StageTimer())
+        assert labels.shape == frame.shape[:2]
+    assert refiner._previous is not None and refiner._previous.shape == (32, 48, 11)
+    pipeline.reset()
+    assert refiner._previous is None
+
+    fused = subprocess.run([*CLI, "convert", str(tiny_run), "--fuse-refiner", str(run), "--to", "float32",
+                            "--out", str(tmp_path / "fused.tflite"), "--val-count", "0"],
+                           capture_output=True, text=True, timeout=300)
+    assert fused.returncode != 0 and "temporal refiner" in fused.stderr and "Traceback" not in fused.stderr

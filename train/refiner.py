@@ -21,6 +21,9 @@ class RefinerConfig:
     input_hw: tuple[int, int] = (176, 240)
     width: int = 32
     discriminator_width: int = 64
+    # Video mode: a third input, the previous frame's refined class probabilities, lets the
+    # refiner keep what did not move instead of re-deciding every boundary each frame.
+    temporal: bool = False
 
 
 def _sep(x, filters: int, name: str, stride: int = 1, rate: int = 1):
@@ -31,14 +34,19 @@ def _sep(x, filters: int, name: str, stride: int = 1, rate: int = 1):
 
 
 def build_generator(config: RefinerConfig) -> keras.Model:
-    """(image RGB 0-255, segmenter logits) at ``input_hw`` -> refined logits."""
+    """(image RGB 0-255, segmenter logits[, previous refined probabilities]) at ``input_hw``
+    -> refined logits."""
     h, w = config.input_hw
     c, f = config.num_classes, config.width
     image = keras.Input((h, w, 3), name="image")
     logits = keras.Input((h, w, c), name="logits")
     probs = layers.Softmax(name="probabilities")(logits)
-    x0 = layers.Concatenate(name="stem_concat")([layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(image),
-                                                 probs])
+    inputs, stem = [image, logits], [layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(image), probs]
+    if config.temporal:
+        previous = keras.Input((h, w, c), name="previous")
+        inputs.append(previous)
+        stem.append(previous)
+    x0 = layers.Concatenate(name="stem_concat")(stem)
     e1 = layers.ReLU(name="e1_relu")(layers.Conv2D(f, 3, strides=2, padding="same", name="e1")(x0))   # 1/2
     e2 = _sep(e1, 2 * f, "e2", stride=2)                                                               # 1/4
     b = _sep(e2, 2 * f, "b1")
@@ -51,7 +59,7 @@ def build_generator(config: RefinerConfig) -> keras.Model:
     d0 = layers.ReLU(name="d0_relu")(layers.Conv2D(f, 3, padding="same", name="d0")(d0))
     residual = layers.Conv2D(c, 1, kernel_initializer="zeros", name="residual")(d0)
     refined = layers.Add(name="refined")([logits, residual])
-    return keras.Model([image, logits], refined, name="refiner")
+    return keras.Model(inputs, refined, name="refiner")
 
 
 def build_discriminator(config: RefinerConfig) -> keras.Model:

@@ -77,21 +77,73 @@ def _neighbour_class(labels: np.ndarray, region: np.ndarray, kernel: np.ndarray)
     return int(np.bincount(around).argmax()) if around.size else 0
 
 
-def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float, seed: int):
-    """Endless (image, input logits, mask) batches: real segmenter logits with probability
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float32)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def random_motion(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A 2x3 affine for the camera motion between two frames: shift up to 12% of the width,
+    zoom 0.9-1.12 (driving forward), roll up to 3 degrees. CamVid's labelled frames are a
+    second apart, so the motion the refiner must bridge is large."""
+    angle = float(rng.uniform(-3.0, 3.0))
+    zoom = float(rng.uniform(0.9, 1.12))
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
+    matrix[:, 2] += rng.uniform(-0.12, 0.12, 2) * w
+    return matrix
+
+
+def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, num_classes: int,
+                           rng: np.random.Generator) -> np.ndarray:
+    """What a temporal refiner sees as the previous frame's refined probabilities.
+
+    Mostly a moved copy of a plausible refined map of this image (smoothed ground truth, a
+    perturbed one, or the segmenter's own); sometimes a first frame (the current input's
+    probabilities, which is what the runtime feeds when it has no previous frame) or a scene
+    cut (another image's map), so the refiner learns when not to trust it.
+    """
+    draw = rng.random()
+    if draw < 0.2:
+        return _softmax(current)
+    if draw < 0.3:
+        return _softmax(data.logits[int(rng.integers(len(data.logits)))])
+    mask = data.masks[index]
+    source = rng.random()
+    if source < 0.35:
+        valid = mask < num_classes
+        onehot = np.eye(num_classes, dtype=np.float32)[np.where(valid, mask, 0)] * 0.9 + 0.1 / num_classes
+        probs = np.where(valid[..., None], onehot, _softmax(data.logits[index]))
+    elif source < 0.7:
+        probs = _softmax(perturbed_logits(mask, num_classes, rng))
+    else:
+        probs = _softmax(data.logits[index])
+    h, w = mask.shape
+    moved = cv2.warpAffine(probs, random_motion(h, w, rng), (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    return moved.reshape(h, w, num_classes)
+
+
+def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float, seed: int,
+            temporal: bool = False):
+    """Endless batches of the generator's inputs and the mask: (image, input logits[, previous
+    probabilities], mask). Input logits are the real segmenter's with probability
     ``real_share``, perturbed ground truth otherwise; random horizontal flips."""
     rng = np.random.default_rng(seed)
     n = len(data.images)
     while True:
         idx = rng.integers(0, n, batch)
-        images, logits, masks = [], [], []
+        columns: list[list[np.ndarray]] = [[], [], [], []] if temporal else [[], [], []]
         for i in idx:
             image, mask = data.images[i], data.masks[i]
             inputs = data.logits[i] if rng.random() < real_share else perturbed_logits(mask, num_classes, rng)
+            sample = [image, inputs]
+            if temporal:
+                sample.append(previous_probabilities(data, int(i), inputs, num_classes, rng))
+            sample.append(mask)
             if rng.random() < 0.5:
-                image, mask, inputs = image[:, ::-1], mask[:, ::-1], inputs[:, ::-1]
-            images.append(image)
-            logits.append(inputs)
-            masks.append(mask)
-        yield (np.stack(images).astype(np.float32), np.stack(logits).astype(np.float32),
-               np.stack(masks).astype(np.int32))
+                sample = [a[:, ::-1] for a in sample]
+            for column, array in zip(columns, sample, strict=True):
+                column.append(array)
+        *features, masks = columns
+        yield (*(np.stack(f).astype(np.float32) for f in features), np.stack(masks).astype(np.int32))

@@ -69,14 +69,23 @@ def _real_map(mask: tf.Tensor, fake: tf.Tensor, num_classes: int, smoothing: flo
 
 def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], num_classes: int,
           void: int) -> dict[str, float]:
-    """mIoU and Boundary F of the segmenter alone and refined, at the label resolution."""
+    """mIoU and Boundary F of the segmenter alone and refined, at the label resolution.
+
+    A temporal refiner runs over the split in order, fed its own previous output as at run
+    time (the first image gets its own input's probabilities): CamVid's val is one sequence.
+    """
     import cv2
 
+    temporal = len(generator.inputs) == 3
     region = {k: ConfusionMatrix(num_classes, void) for k in ("segmenter", "refined")}
     boundary = {k: BoundaryScores(num_classes, void, curve=()) for k in ("segmenter", "refined")}
+    previous = None
     for i in range(len(data.images)):
-        refined = np.asarray(generator([data.images[i][None].astype(np.float32),
-                                        data.logits[i][None].astype(np.float32)], training=False))[0]
+        feeds = [data.images[i][None].astype(np.float32), data.logits[i][None].astype(np.float32)]
+        if temporal:
+            feeds.append(tf.nn.softmax(feeds[1] if previous is None else previous).numpy())
+        refined = np.asarray(generator(feeds, training=False))[0]
+        previous = refined[None]
         mask = truth[i]
         for key, logits in (("segmenter", data.logits[i].astype(np.float32)), ("refined", refined)):
             labels = np.argmax(cv2.resize(logits, mask.shape[::-1], interpolation=cv2.INTER_LINEAR), -1)
@@ -115,9 +124,10 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
     adversarial = config.adversarial_weight > 0
 
     @tf.function
-    def step(image, logits, mask):
+    def step(features, mask):
+        image = features[0]
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            refined = generator([image, logits], training=True)
+            refined = generator(list(features), training=True)
             ce = _ce(refined, mask, c, config.boundary_weight)
             fake = tf.nn.softmax(refined)
             g_adv = d_loss = d_acc = tf.constant(0.0)
@@ -141,11 +151,12 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
                 "g_grad_norm": tf.linalg.global_norm(g_grads), "d_grad_norm": d_norm}
 
     writer = tf.summary.create_file_writer(str(run / "tensorboard"))
-    stream = batches(data["train"], config.batch, c, config.real_share, config.seed)
+    stream = batches(data["train"], config.batch, c, config.real_share, config.seed, config.model.temporal)
     truth = splits["val"].masks
     best, started = None, time.monotonic()
     for i in range(1, config.steps + 1):
-        logs = {k: float(v) for k, v in step(*(tf.constant(a) for a in next(stream))).items()}
+        *features, mask = (tf.constant(a) for a in next(stream))
+        logs = {k: float(v) for k, v in step(features, mask).items()}
         if i % 25 == 0:
             with writer.as_default(step=i):
                 for k, v in logs.items():
