@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -76,3 +77,45 @@ def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
     cv2.imwrite(str(mask), values)
     assert "holds value 40" in _error_line(_train(tiny_camvid, tmp_path / "c"))
     assert not (tmp_path / "c" / "config.json").exists()          # a failed start leaves no run behind
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_multi_worker_mirrored_workers_train_in_step_on_loopback(tiny_camvid: Path, tmp_path: Path):
+    import os
+
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        command = [*CLI, "train", "segmenter", "--data", str(tiny_camvid), "--out", str(tmp_path / f"run{index}"),
+                   *TINY, "--epochs", "2", "--strategy", "multi-worker"]
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [w.communicate(timeout=400) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    for w, (_, err) in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, err[-3000:]
+    history = [json.loads(line) for line in (tmp_path / "run0" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["loss"]) for h in history)
+    assert not (tmp_path / "run1").exists()                  # only the chief writes the run
+
+
+def test_multi_worker_without_a_cluster_says_what_is_missing(tiny_camvid: Path, tmp_path: Path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = _train(tiny_camvid, tmp_path / "run", "--strategy", "multi-worker", env=env)
+    assert "needs TF_CONFIG" in _error_line(result)

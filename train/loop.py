@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,16 +25,25 @@ log = logging.getLogger(__name__)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """default | mirrored (every local GPU).
-
-    MultiWorkerMirroredStrategy is not offered: Keras 3.15's fit() fails under it before the
-    first step (strategy.reduce on a PerReplica batch, then on a scalar loss with axis=0).
-    """
+    """default | mirrored (every local GPU) | multi-worker (every machine in TF_CONFIG)."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    raise SegrefineError(f"unknown strategy '{name}'; use default or mirrored")
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise SegrefineError("--strategy multi-worker needs TF_CONFIG naming the cluster and this worker, e.g. "
+                                 '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", '
+                                 '"index": 0}}; start the same command on every worker')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise SegrefineError(f"unknown strategy '{name}'; use default, mirrored or multi-worker")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Worker 0 (or the only process) writes the run; the others only train."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is None or resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def make_schedule(config: TrainConfig, total_steps: int):
@@ -59,40 +70,36 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
     return cm
 
 
-class _EpochEnd(keras.callbacks.Callback):
-    """After each epoch: val mIoU with the project's metric, history line, best weights, checkpoint."""
+class _EpochEnd:
+    """After each epoch (chief only): val mIoU with the project's metric, history line, best weights."""
 
     def __init__(self, run: Path, eval_model: keras.Model, val: DecodedSplit, num_classes: int, void: int,
-                 manager: tf.train.CheckpointManager, epoch_var: tf.Variable, best: float) -> None:
-        super().__init__()
+                 best: float) -> None:
         self.run, self.eval_model, self.val = run, eval_model, val
-        self.num_classes, self.void = num_classes, void
-        self.manager, self.epoch_var, self.best = manager, epoch_var, best
-        self.started = time.monotonic()
+        self.num_classes, self.void, self.best = num_classes, void, best
+        self.writer = tf.summary.create_file_writer(str(run / "tensorboard"))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.monotonic()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.eval_model.set_weights(self.model.get_weights())
+    def __call__(self, model: keras.Model, epoch: int, loss: float, seconds: float) -> None:
+        self.eval_model.set_weights(model.get_weights())
         cm = evaluate_split(self.eval_model, self.val, self.num_classes, self.void)
         miou = cm.miou()
         record = {
-            "epoch": epoch + 1,
-            "loss": float(logs.get("loss", float("nan"))) if logs else None,
+            "epoch": epoch,
+            "loss": loss,
             "val_miou": miou,
             "val_iou": [None if np.isnan(v) else float(v) for v in cm.iou()],
-            "seconds": round(time.monotonic() - self.started, 1),
+            "seconds": round(seconds, 1),
         }
         with open(self.run / "history.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        with self.writer.as_default(step=epoch):
+            tf.summary.scalar("loss", loss)
+            tf.summary.scalar("val_miou", miou)
         if miou > self.best:
             self.best = miou
             self.eval_model.save_weights(self.run / "best.weights.h5")
             (self.run / "best.json").write_text(json.dumps(record, indent=1))
-        self.epoch_var.assign(epoch + 1)
-        self.manager.save()
-        log.info("epoch %d loss %.4f val mIoU %.4f (best %.4f)", epoch + 1, record["loss"], miou, self.best)
+        log.info("epoch %d loss %.4f val mIoU %.4f (best %.4f)", epoch, loss, miou, self.best)
 
 
 def _check_resume(run: Path, config: TrainConfig, resume: bool) -> None:
@@ -110,8 +117,10 @@ def _check_resume(run: Path, config: TrainConfig, resume: bool) -> None:
 def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) -> dict:
     """Train, keeping ``best.weights.h5`` (by val mIoU) and resumable checkpoints in ``run``."""
     strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
     run = Path(run)
-    _check_resume(run, config, resume)
+    if chief:
+        _check_resume(run, config, resume)
     if config.backbone_weights and not Path(config.backbone_weights).is_file():
         raise SegrefineError(f"backbone weights {config.backbone_weights} not found; pass --backbone-weights "
                              "PATH (see ../shared/weights) or backbone_weights=null to start from scratch")
@@ -121,32 +130,68 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     num_classes = config.model.num_classes
     train = decode_split(find_pairs(config.data, config.train_split), num_classes, void)
     val = decode_split(find_pairs(config.data, config.val_split), num_classes, void)
-    run.mkdir(parents=True, exist_ok=True)         # only once the inputs are known good
-    (run / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
     if config.val_limit:
         val = DecodedSplit(val.images[: config.val_limit], val.masks[: config.val_limit], val.skipped)
+    # Only the chief writes the run; other workers keep their (required) checkpoint copies aside.
+    if chief:
+        run.mkdir(parents=True, exist_ok=True)         # only once the inputs are known good
+        (run / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
+    checkpoints = run / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="segrefine-worker-"))
     steps = config.steps_per_epoch or len(train.images) // config.batch
 
     with strategy.scope():
         model = build_segmenter(config.model, config.augment.crop_hw, config.backbone_weights)
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay)
-        weights = class_weights(train, num_classes, config.class_weighting)
-        model.compile(optimizer=optimizer, loss=segmentation_loss(num_classes, weights, config.ohem_fraction))
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    eval_model = build_segmenter(config.model, config.eval_hw)
+    loss_fn = segmentation_loss(num_classes, class_weights(train, num_classes, config.class_weighting),
+                                config.ohem_fraction)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(ckpt, run / "checkpoints", max_to_keep=2)
+    manager = tf.train.CheckpointManager(ckpt, checkpoints, max_to_keep=2)
     best = -1.0
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).expect_partial()
         if (run / "best.json").exists():
             best = json.loads((run / "best.json").read_text())["val_miou"]
-    dataset = training_dataset(train, config.augment, config.batch, void, config.seed)
-    callbacks = [
-        _EpochEnd(run, eval_model, val, num_classes, void, manager, epoch_var, best),
-        keras.callbacks.TensorBoard(run / "tensorboard", update_freq="epoch"),
-    ]
-    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, initial_epoch=int(epoch_var.numpy()),
-              callbacks=callbacks, verbose=2)
-    return json.loads((run / "best.json").read_text()) if (run / "best.json").exists() else {}
+    epoch_end = _EpochEnd(run, build_segmenter(config.model, config.eval_hw), val, num_classes, void, best) if chief else None
+    batches = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: training_dataset(train, config.augment, ctx.get_per_replica_batch_size(config.batch), void,
+                                     config.seed + ctx.input_pipeline_id)))
+    train_step = _train_step(strategy, model, optimizer, loss_fn)
+    for epoch in range(int(epoch_var.numpy()) + 1, config.epochs + 1):
+        started, total = time.monotonic(), 0.0
+        for _ in range(steps):
+            total += float(train_step(batches))
+        if epoch_end is not None:
+            epoch_end(model, epoch, total / steps, time.monotonic() - started)
+        epoch_var.assign(epoch)
+        manager.save()                               # every worker, or MultiWorkerMirroredStrategy hangs
+    return json.loads((run / "best.json").read_text()) if chief and (run / "best.json").exists() else {}
+
+
+def _train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                loss_fn) -> tf.types.experimental.PolymorphicFunction:
+    """One synchronous step on every replica: each averages its own pixels' loss, gradients
+    are summed across replicas (so each loss is divided by their number), the mean comes back.
+
+    A loop of our own rather than Keras' fit(): under MultiWorkerMirroredStrategy Keras 3.15's
+    fit() fails before the first step (it reduces a PerReplica batch), and one loop for every
+    strategy means the multi-worker test exercises the code single-machine training runs.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(image: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(mask, model(image, training=True))
+            scaled = loss / replicas
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def step(iterator) -> tf.Tensor:
+        image, mask = next(iterator)
+        losses = strategy.run(replica_step, (image, mask))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+
+    return step

@@ -24,8 +24,9 @@ def train() -> None:
 @click.option("--epochs", type=click.IntRange(1), default=None)
 @click.option("--batch", type=click.IntRange(1), default=None)
 @click.option("--backbone-weights", default=None, help="MobileNetV2 ImageNet .weights.h5 (see ../shared/weights).")
-@click.option("--strategy", type=click.Choice(("default", "mirrored")), default=None,
-              help="tf.distribute strategy: mirrored spreads batches over every local GPU.")
+@click.option("--strategy", type=click.Choice(("default", "mirrored", "multi-worker")), default=None,
+              help="tf.distribute strategy: mirrored spreads batches over every local GPU; multi-worker "
+                   "over the machines named in TF_CONFIG (run the same command on each).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_weights, strategy, resume) -> None:
     """Train DeepLabv3+ (MobileNetV2) and keep the best checkpoint by val mIoU."""
