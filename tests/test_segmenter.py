@@ -125,3 +125,18 @@ def test_probabilities_sum_to_one():
     sigmoid = ScoreMap("sigmoid", np.full((2, 2), 0.25, np.float32))
     assert np.allclose(sigmoid.probabilities()[..., 1], 0.25)
     assert labels_at(sigmoid, (2, 2)).max() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 40), st.integers(2, 40), st.integers(2, 300), st.sampled_from([np.uint8, np.float32]),
+       st.integers(0, 2**31 - 1))
+def test_upsampled_labels_are_the_argmax_of_the_bilinearly_upsampled_scores(h, w, classes, dtype, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 256, (h, w, classes)).astype(dtype)
+    out_w, out_h = 3 * w + 1, 2 * h + 3
+    planes = [cv2.resize(np.ascontiguousarray(values[..., c]), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+              for c in range(classes)]
+    expected = np.argmax(np.stack(planes, axis=-1), axis=-1)
+    labels = labels_at(ScoreMap("logits", values), (out_w, out_h))
+    assert labels.shape == (out_h, out_w) and np.array_equal(labels, expected)
+    assert labels.dtype == (np.uint8 if classes <= 256 else np.uint16)
