@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,8 +19,8 @@ from segrefine_edge.metrics import (
     boundary_map,
     inner_boundary,
     pair_iou,
-    warp_labels,
 )
+from segrefine_edge.motion import pull_back
 
 labels_2d = arrays(np.uint8, st.tuples(st.integers(4, 24), st.integers(4, 24)), elements=st.integers(0, 3))
 label_pairs = st.tuples(st.integers(4, 24), st.integers(4, 24)).flatmap(
@@ -149,9 +150,12 @@ def test_warp_follows_the_flow():
     labels[:, :5] = 1
     flow = np.zeros((10, 10, 2), np.float32)
     flow[..., 0] = -2.0                                # every pixel of t came from 2 px to its left
-    warped, inside = warp_labels(labels, flow)
+    warped, inside = pull_back(labels, flow)
     assert (warped[:, :7] == 1).all() and (warped[:, 7:] == 0).all()
     assert not inside[:, :2].any() and inside[:, 2:].all()
+    probs = np.stack([1.0 - labels, labels], axis=-1).astype(np.float32)     # maps with channels move alike
+    moved, _ = pull_back(probs, flow, cv2.INTER_LINEAR)
+    assert moved.shape == probs.shape and np.array_equal(moved.argmax(-1), warped)
 
 
 def test_temporal_scores_on_a_moving_square():

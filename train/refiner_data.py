@@ -83,44 +83,46 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def random_motion(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A 2x3 affine for the camera motion between two frames: shift up to 12% of the width,
-    zoom 0.9-1.12 (driving forward), roll up to 3 degrees. CamVid's labelled frames are a
-    second apart, so the motion the refiner must bridge is large."""
-    angle = float(rng.uniform(-3.0, 3.0))
-    zoom = float(rng.uniform(0.9, 1.12))
+def random_motion(h: int, w: int, rng: np.random.Generator, size: float = 1.0) -> np.ndarray:
+    """A 2x3 affine: at ``size`` 1, the camera motion between two of CamVid's labelled frames
+    (a second apart): shift up to 12% of the width, zoom 0.9-1.12, roll up to 3 degrees.
+    Smaller sizes stand for what is left after the runtime's optical-flow alignment."""
+    angle = float(rng.uniform(-3.0, 3.0)) * size
+    zoom = 1.0 + float(rng.uniform(-0.1, 0.12)) * size
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
-    matrix[:, 2] += rng.uniform(-0.12, 0.12, 2) * w
+    matrix[:, 2] += rng.uniform(-0.12, 0.12, 2) * w * size
     return matrix
 
 
 def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, num_classes: int,
                            rng: np.random.Generator) -> np.ndarray:
-    """What a temporal refiner sees as the previous frame's refined probabilities.
+    """What a temporal refiner sees as the previous frame's refined probabilities, already
+    pulled along the optical flow by the runtime.
 
-    Mostly a moved copy of a plausible refined map of this image (smoothed ground truth, a
-    perturbed one, or the segmenter's own); sometimes a first frame (the current input's
-    probabilities, which is what the runtime feeds when it has no previous frame) or a scene
-    cut (another image's map), so the refiner learns when not to trust it.
+    Mostly a plausible refined map of this image (smoothed ground truth, a perturbed one, or
+    the segmenter's own) left slightly out of place, as flow alignment leaves it; sometimes
+    badly out of place (the flow failed), a first frame (the current input's probabilities,
+    which is what the runtime feeds when it has no previous frame) or a scene cut (another
+    image's map), so the refiner learns when not to trust it.
     """
     draw = rng.random()
-    if draw < 0.2:
+    if draw < 0.15:
         return _softmax(current)
-    if draw < 0.3:
+    if draw < 0.25:
         return _softmax(data.logits[int(rng.integers(len(data.logits)))])
     mask = data.masks[index]
     source = rng.random()
-    if source < 0.35:
+    if source < 0.2:
         valid = mask < num_classes
         onehot = np.eye(num_classes, dtype=np.float32)[np.where(valid, mask, 0)] * 0.9 + 0.1 / num_classes
         probs = np.where(valid[..., None], onehot, _softmax(data.logits[index]))
-    elif source < 0.7:
+    elif source < 0.6:
         probs = _softmax(perturbed_logits(mask, num_classes, rng))
     else:
         probs = _softmax(data.logits[index])
     h, w = mask.shape
-    moved = cv2.warpAffine(probs, random_motion(h, w, rng), (w, h), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
+    motion = random_motion(h, w, rng, size=1.0 if draw < 0.4 else 0.2)
+    moved = cv2.warpAffine(probs, motion, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return moved.reshape(h, w, num_classes)
 
 

@@ -71,21 +71,27 @@ def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], n
           void: int) -> dict[str, float]:
     """mIoU and Boundary F of the segmenter alone and refined, at the label resolution.
 
-    A temporal refiner runs over the split in order, fed its own previous output as at run
-    time (the first image gets its own input's probabilities): CamVid's val is one sequence.
+    A temporal refiner runs over the split in order, fed its own previous output moved along
+    the optical flow as at run time (the first image gets its own input's probabilities):
+    CamVid's val is one sequence.
     """
     import cv2
 
+    from segrefine_edge.motion import FlowTracker, pull_back
+
     temporal = len(generator.inputs) == 3
+    motion = FlowTracker(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     region = {k: ConfusionMatrix(num_classes, void) for k in ("segmenter", "refined")}
     boundary = {k: BoundaryScores(num_classes, void, curve=()) for k in ("segmenter", "refined")}
     previous = None
     for i in range(len(data.images)):
         feeds = [data.images[i][None].astype(np.float32), data.logits[i][None].astype(np.float32)]
         if temporal:
-            feeds.append(tf.nn.softmax(feeds[1] if previous is None else previous).numpy())
+            flow = motion.flow_to_previous(cv2.cvtColor(data.images[i], cv2.COLOR_RGB2GRAY))
+            current = tf.nn.softmax(feeds[1][0]).numpy()
+            feeds.append((current if previous is None else pull_back(previous, flow, cv2.INTER_LINEAR)[0])[None])
         refined = np.asarray(generator(feeds, training=False))[0]
-        previous = refined[None]
+        previous = tf.nn.softmax(refined).numpy()
         mask = truth[i]
         for key, logits in (("segmenter", data.logits[i].astype(np.float32)), ("refined", refined)):
             labels = np.argmax(cv2.resize(logits, mask.shape[::-1], interpolation=cv2.INTER_LINEAR), -1)

@@ -2,7 +2,7 @@
 
 from segrefine_edge.metrics.boundary import BoundaryScores, boundary_f, boundary_map, inner_boundary
 from segrefine_edge.metrics.confusion import ConfusionMatrix
-from segrefine_edge.metrics.temporal import TemporalScores, pair_iou, warp_labels
+from segrefine_edge.metrics.temporal import TemporalScores, pair_iou
 
 __all__ = ["BoundaryScores", "ConfusionMatrix", "TemporalScores", "boundary_f", "boundary_map", "inner_boundary",
-           "pair_iou", "warp_labels"]
+           "pair_iou"]
