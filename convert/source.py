@@ -118,7 +118,8 @@ def _from_refiner_run(run: Path) -> ExportSource:
     generator = build_generator(config)
     generator.load_weights(run / "best.weights.h5")
     h, w = config.input_hw
-    caches = sorted(Path(recipe["segmenter"]).glob(f"refiner_inputs_train_{h}x{w}_*.npy"))
+    pattern = f"refiner_inputs_train_{h}x{w}_*.npy"     # beside a .tflite segmenter's refiner, else in its run
+    caches = sorted(run.glob(pattern)) or sorted(Path(recipe["segmenter"]).glob(pattern))
     info = read_class_info(recipe["data"]) if Path(recipe["data"]).is_dir() else None
     labels = info.names if info else [f"class{i}" for i in range(config.num_classes)]
     return ExportSource(generator, run.name, labels, info.palette_rgb if info else None,

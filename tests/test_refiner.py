@@ -80,9 +80,22 @@ def tiny_refiner_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -
     return refiner_run
 
 
+@pytest.fixture(scope="module")
+def tiny_int8_segmenter(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny segmenter run converted to int8, as a refiner meets it at run time."""
+    return _convert_int8(tiny_run, tmp_path_factory.mktemp("segmenter") / "segmenter.tflite")
+
+
+def _convert_int8(run: Path, out: Path) -> Path:
+    result = subprocess.run([*CLI, "convert", str(run), "--to", "int8", "--out", str(out), "--calib-count", "4",
+                             "--val-count", "0"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
 @pytest.mark.train
 def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, tiny_refiner_run: Path,
-                                                               tmp_path: Path):
+                                                               tiny_int8_segmenter: Path, tmp_path: Path):
     pytest.importorskip("tensorflow")
     import cv2
 
@@ -92,18 +105,43 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, ti
     from segrefine_edge.timing import StageTimer
 
     data = json.loads((tiny_run / "config.json").read_text())["data"]
-    refiner_run = tiny_refiner_run
-    outputs = {}
-    for name, run in (("segmenter", tiny_run), ("refiner", refiner_run)):
-        outputs[name] = tmp_path / f"{name}.tflite"
-        result = subprocess.run([*CLI, "convert", str(run), "--to", "int8", "--out", str(outputs[name]),
-                                 "--calib-count", "4", "--val-count", "0"], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-    refiner = TFLiteRefiner(outputs["refiner"])
+    refiner = TFLiteRefiner(_convert_int8(tiny_refiner_run, tmp_path / "refiner.tflite"))
     assert sorted(refiner.order) == ["image", "logits"] and refiner.hw == (32, 48)
     frame = cv2.imread(str(sorted(Path(data, "val").iterdir())[0]))
-    labels = FramePipeline(Segmenter.open(outputs["segmenter"]), refiner).process(frame, StageTimer())
+    labels = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner).process(frame, StageTimer())
     assert labels.shape == frame.shape[:2] and labels.max() < 11
+
+
+@pytest.mark.train
+def test_refiner_trains_on_a_tflite_segmenter_and_calibrates_from_its_own_run(tiny_run: Path, tiny_int8_segmenter: Path,
+                                                                              tmp_path: Path):
+    """The int8 segmenter's own outputs (the errors the refiner meets when deployed) are
+    cached in the refiner's run, where conversion finds them for calibration."""
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.refiner import TFLiteRefiner
+
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    run = tmp_path / "refiner"
+    trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_int8_segmenter), "--data", data,
+                              "--out", str(run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
+                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    caches = sorted(run.glob("refiner_inputs_*_32x48_*.npy"))
+    assert [c.name.split("_")[2] for c in caches] == ["train", "val"]
+    assert np.load(caches[0]).shape == (4, 32, 48, 11)
+    assert TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite")).hw == (32, 48)
+
+
+@pytest.mark.parametrize("segmenter, message", [("missing.tflite", "does not exist"),
+                                                ("CITYSCAPES", "the refiner needs logits or probabilities for 11")])
+def test_train_refiner_refuses_an_unusable_segmenter(camvid: Path, cityscapes_model: Path, tmp_path: Path,
+                                                     segmenter: str, message: str):
+    pytest.importorskip("tensorflow")
+    model = str(cityscapes_model) if segmenter == "CITYSCAPES" else str(tmp_path / segmenter)
+    result = subprocess.run([*CLI, "train", "refiner", "--segmenter", model, "--data", str(camvid),
+                             "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.train
@@ -157,7 +195,8 @@ def test_temporal_batches_hold_a_moved_previous_mask():
 
 
 @pytest.mark.train
-def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, tmp_path: Path):
+def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, tiny_int8_segmenter: Path,
+                                                               tmp_path: Path):
     pytest.importorskip("tensorflow")
     import cv2
 
@@ -172,15 +211,9 @@ def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, t
                               "--temporal", "--steps", "2", "--batch", "2", "--set", "eval_every=2",
                               "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    outputs = {}
-    for name, source in (("segmenter", tiny_run), ("refiner", run)):
-        outputs[name] = tmp_path / f"{name}.tflite"
-        result = subprocess.run([*CLI, "convert", str(source), "--to", "int8", "--out", str(outputs[name]),
-                                 "--calib-count", "4", "--val-count", "0"], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-    refiner = TFLiteRefiner(outputs["refiner"])
+    refiner = TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite"))
     assert refiner.temporal and sorted(refiner.order) == ["image", "logits", "previous"]
-    pipeline = FramePipeline(Segmenter.open(outputs["segmenter"]), refiner)
+    pipeline = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner)
     frames = [cv2.imread(str(p)) for p in sorted(Path(data, "val").iterdir())[:2]]
     for frame in frames:
         labels = pipeline.process(frame, StageTimer())

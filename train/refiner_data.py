@@ -4,6 +4,7 @@ and also sees a wider range of wrong boundaries than one segmenter makes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +22,14 @@ class RefinerSplit:
     logits: np.ndarray      # N x H x W x C float16, the segmenter's
 
 
-def segmenter_logits(segmenter, split: DecodedSplit, segmenter_hw: tuple[int, int], out_hw: tuple[int, int],
+def segmenter_logits(predict: Callable[[np.ndarray], np.ndarray], split: DecodedSplit, out_hw: tuple[int, int],
                      cache: Path) -> np.ndarray:
-    """The segmenter's logits for every image, upsampled to ``out_hw``; cached in ``cache``."""
+    """The segmenter's logits (``predict`` maps an RGB image to HxWxC logits at any size) for
+    every image, upsampled to ``out_hw``; cached in ``cache``, which conversion calibrates from."""
     if cache.is_file():
         return np.load(cache)
-    outputs = []
-    for image in split.images:
-        x = cv2.resize(image, segmenter_hw[::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
-        logits = np.asarray(segmenter(x[None], training=False))[0]
-        outputs.append(cv2.resize(logits, out_hw[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float16))
+    outputs = [cv2.resize(predict(image), out_hw[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float16)
+               for image in split.images]
     stacked = np.stack(outputs)
     np.save(cache, stacked)
     return stacked

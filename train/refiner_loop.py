@@ -7,9 +7,11 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -43,11 +45,41 @@ class RefinerTrainConfig:
     seed: int = 0
 
 
-def _frozen_segmenter(run: Path, hw: tuple[int, int]) -> keras.Model:
-    config = load_config(run / "config.json")
-    model = build_segmenter(config.model, hw)
-    model.load_weights(run / "best.weights.h5")
-    return keras.Model(model.inputs, model.get_layer("logits").output)
+def _frozen_segmenter(source: Path, run: Path, num_classes: int) -> tuple[Callable[[np.ndarray], np.ndarray], Path]:
+    """A function from an RGB image to the segmenter's logits, and the folder its outputs are cached in.
+
+    A training run folder gives the float Keras model (its cache is shared by every refiner
+    trained on it); a .tflite file gives the deployed model through the runtime, so the
+    refiner learns the errors the quantised model really makes.
+    """
+    if source.suffix == ".tflite":
+        if not source.is_file():
+            raise SegrefineError(f"segmenter model {source} does not exist")
+        from segrefine_edge.segmenter import Segmenter
+
+        segmenter = Segmenter.open(source)
+        kind, channels = segmenter.contract.output_kind, segmenter.output.shape[-1]
+        if kind not in ("logits", "probabilities") or channels != num_classes:
+            raise SegrefineError(f"{source} gives {kind} with {channels} channels; the refiner needs "
+                                 f"logits or probabilities for {num_classes} classes")
+
+        def predict(image: np.ndarray) -> np.ndarray:
+            scores = segmenter.scores(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            return scores.real() if kind == "logits" else np.log(np.maximum(scores.real(), 1e-6))
+        return predict, run
+    if not (source / "best.weights.h5").is_file():
+        raise SegrefineError(f"{source} holds no trained segmenter (best.weights.h5) and is no .tflite model; "
+                             "train one first or pass a .tflite segmenter")
+    config = load_config(source / "config.json")
+    model = build_segmenter(config.model, config.eval_hw)
+    model.load_weights(source / "best.weights.h5")
+    logits = keras.Model(model.inputs, model.get_layer("logits").output)
+    h, w = config.eval_hw
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        return np.asarray(logits(x[None], training=False))[0]
+    return predict, source
 
 
 def _ce(refined: tf.Tensor, mask: tf.Tensor, num_classes: int, boundary_weight: float) -> tf.Tensor:
@@ -75,8 +107,6 @@ def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], n
     the optical flow as at run time (the first image gets its own input's probabilities):
     CamVid's val is one sequence.
     """
-    import cv2
-
     from segrefine_edge.motion import FlowTracker, pull_back
 
     temporal = len(generator.inputs) == 3
@@ -103,26 +133,24 @@ def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], n
 
 def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
     run = Path(run)
-    segmenter_run = Path(config.segmenter)
-    if not (segmenter_run / "best.weights.h5").is_file():
-        raise SegrefineError(f"{segmenter_run} holds no trained segmenter (best.weights.h5); train one first")
     if (run / "config.json").exists():
         raise SegrefineError(f"{run} already holds a run; choose a new --out")
     keras.utils.set_random_seed(config.seed)
-    seg_config = load_config(segmenter_run / "config.json")
     c = config.model.num_classes
+    source = Path(config.segmenter)
+    predict, cache_dir = _frozen_segmenter(source, run, c)
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
     splits = {name: decode_split(find_pairs(config.data, name), c, void) for name in ("train", "val")}
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps({"kind": "refiner", **dataclasses.asdict(config)}, indent=1))
-    segmenter = _frozen_segmenter(segmenter_run, seg_config.eval_hw)
+    weights = source if source.suffix == ".tflite" else source / "best.weights.h5"
+    stamp = int(weights.stat().st_mtime)   # a retrained segmenter gets new inputs
     data = {}
-    stamp = int((segmenter_run / "best.weights.h5").stat().st_mtime)   # a retrained segmenter gets new inputs
     for name, split in splits.items():
         h, w = config.model.input_hw
-        cache = segmenter_run / f"refiner_inputs_{name}_{h}x{w}_{stamp}.npy"
-        logits = segmenter_logits(segmenter, split, seg_config.eval_hw, config.model.input_hw, cache)
+        logits = segmenter_logits(predict, split, config.model.input_hw,
+                                  cache_dir / f"refiner_inputs_{name}_{h}x{w}_{stamp}.npy")
         data[name] = refiner_split(split, logits, config.model.input_hw)
     generator, discriminator = build_generator(config.model), build_discriminator(config.model)
     g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5)

@@ -8,6 +8,7 @@ import logging
 import click
 
 from segrefine_edge.cli.lazy_tf import require_tensorflow
+from segrefine_edge.models import default_model_path
 
 
 @click.group()
@@ -45,7 +46,8 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
 
 
 @train.command("refiner")
-@click.option("--segmenter", required=True, help="The segmenter's training run folder (it stays frozen).")
+@click.option("--segmenter", required=True,
+              help="The frozen segmenter: its training run folder, a .tflite model, or 'default' (the shipped one).")
 @click.option("--data", required=True, help="Dataset root (the segmenter's).")
 @click.option("--out", "run_dir", required=True, help="Run folder for the refiner.")
 @click.option("--adversarial-weight", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -62,6 +64,11 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, steps, batch
     from segrefine_edge.train.config import apply_overrides
     from segrefine_edge.train.refiner_loop import RefinerTrainConfig, train_refiner
 
+    if segmenter == "default":
+        shipped = default_model_path()
+        if shipped is None:
+            raise click.UsageError("this build ships no default segmenter; pass a run folder or a .tflite model")
+        segmenter = str(shipped)
     flags = {"segmenter": segmenter, "data": data, "adversarial_weight": adversarial_weight, "steps": steps,
              "batch": batch, "seed": seed, "model.temporal": temporal}
     config = apply_overrides(RefinerTrainConfig(), [*(f"{k}={json.dumps(v)}" for k, v in flags.items()), *overrides])
