@@ -119,6 +119,22 @@ def test_quantised_argmax_equals_float_argmax(scale, zero, seed):
     assert labels_at(quantised, (21, 27)).shape == (27, 21)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([0.0, 0.02, 0.2, 0.5]), st.integers(-128, 127), st.floats(0.1, 500.0), st.integers(0, 2**31 - 1))
+def test_softmax_matches_the_reference_and_never_overflows(scale, zero, spread, seed):
+    rng = np.random.default_rng(seed)
+    if scale:
+        scores = ScoreMap("logits", rng.integers(-128, 128, (6, 5, 11)).astype(np.int8), scale, zero)
+    else:
+        scores = ScoreMap("logits", rng.normal(0, spread, (6, 5, 11)).astype(np.float32))
+    x = scores.real().astype(np.float64)
+    expected = np.exp(x - x.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    probabilities = scores.probabilities()
+    assert probabilities.dtype == np.float32 and np.all(np.isfinite(probabilities))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
 def test_probabilities_sum_to_one():
     scores = ScoreMap("logits", np.random.default_rng(1).normal(size=(4, 5, 3)).astype(np.float32))
     assert np.allclose(scores.probabilities().sum(-1), 1.0, atol=1e-5)
