@@ -113,6 +113,6 @@ def test_loop_replays_a_short_file(small_video: Path, fast_model: Path, tmp_path
 def test_default_model_and_refiner_ship_in_the_package(vtest: Path):
     result = _stream(str(vtest), "--no-display", "--max-frames", "3")
     assert result.returncode == 0, result.stderr
-    assert "camvid_deeplabv3plus_mnv2_int8.tflite" in result.stderr and "refiner: camvid_refiner_gan_int8" in result.stderr
+    assert "camvid_deeplabv3plus_mnv2_int8.tflite" in result.stderr and "refiner: camvid_refiner_temporal_int8" in result.stderr
     plain = _stream(str(vtest), "--no-display", "--max-frames", "3", "--no-refiner")
     assert plain.returncode == 0 and "refiner: none" in plain.stderr

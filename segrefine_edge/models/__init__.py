@@ -6,7 +6,7 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).parent
 DEFAULT_SEGMENTER = "camvid_deeplabv3plus_mnv2_int8.tflite"
-DEFAULT_REFINER = "camvid_refiner_gan_int8.tflite"  # trained on the default segmenter's outputs
+DEFAULT_REFINER = "camvid_refiner_temporal_int8.tflite"  # trained on the default segmenter's int8 outputs
 
 
 def default_model_path() -> Path | None:
