@@ -58,7 +58,7 @@ def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None,
     softmax, which spans the same 0-1 range its own output will."""
     if logits_cache is None or not logits_cache.is_file():
         raise DatasetError("the refiner's training inputs (refiner_inputs_train_*.npy in the refiner or segmenter run) are gone; "
-                           "re-run `train refiner` or keep the segmenter run folder")
+                           "re-run `train refiner` or keep those run folders")
     logits = np.load(logits_cache, mmap_mode="r")
     files = [pair.image for pair in find_pairs(root, split)]
     if len(files) != len(logits):

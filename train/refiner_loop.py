@@ -45,8 +45,11 @@ class RefinerTrainConfig:
     seed: int = 0
 
 
-def _frozen_segmenter(source: Path, run: Path, num_classes: int) -> tuple[Callable[[np.ndarray], np.ndarray], Path]:
-    """A function from an RGB image to the segmenter's logits, and the folder its outputs are cached in.
+def _frozen_segmenter(source: Path, run: Path, num_classes: int
+                      ) -> tuple[Callable[[np.ndarray], np.ndarray], Path, Path]:
+    """A function from an RGB image to the segmenter's logits, the folder its outputs are
+    cached in, and the file whose modification time marks that cache (a retrained segmenter
+    gets new inputs).
 
     A training run folder gives the float Keras model (its cache is shared by every refiner
     trained on it); a .tflite file gives the deployed model through the runtime, so the
@@ -66,7 +69,7 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int) -> tuple[Callab
         def predict(image: np.ndarray) -> np.ndarray:
             scores = segmenter.scores(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             return scores.real() if kind == "logits" else np.log(np.maximum(scores.real(), 1e-6))
-        return predict, run
+        return predict, run, source
     if not (source / "best.weights.h5").is_file():
         raise SegrefineError(f"{source} holds no trained segmenter (best.weights.h5) and is no .tflite model; "
                              "train one first or pass a .tflite segmenter")
@@ -79,7 +82,7 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int) -> tuple[Callab
     def predict(image: np.ndarray) -> np.ndarray:
         x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
         return np.asarray(logits(x[None], training=False))[0]
-    return predict, source
+    return predict, source, source / "best.weights.h5"
 
 
 def _ce(refined: tf.Tensor, mask: tf.Tensor, num_classes: int, boundary_weight: float) -> tf.Tensor:
@@ -137,15 +140,13 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         raise SegrefineError(f"{run} already holds a run; choose a new --out")
     keras.utils.set_random_seed(config.seed)
     c = config.model.num_classes
-    source = Path(config.segmenter)
-    predict, cache_dir = _frozen_segmenter(source, run, c)
+    predict, cache_dir, weights = _frozen_segmenter(Path(config.segmenter), run, c)
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
     splits = {name: decode_split(find_pairs(config.data, name), c, void) for name in ("train", "val")}
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps({"kind": "refiner", **dataclasses.asdict(config)}, indent=1))
-    weights = source if source.suffix == ".tflite" else source / "best.weights.h5"
-    stamp = int(weights.stat().st_mtime)   # a retrained segmenter gets new inputs
+    stamp = int(weights.stat().st_mtime)
     data = {}
     for name, split in splits.items():
         h, w = config.model.input_hw
