@@ -37,11 +37,13 @@ def test_open_refiner_names():
 
 
 @pytest.mark.train
-def test_generator_starts_as_the_identity():
+@pytest.mark.parametrize("softmax_stem", [False, True])
+def test_generator_starts_as_the_identity(softmax_stem: bool):
     pytest.importorskip("tensorflow")
     from segrefine_edge.train.refiner import RefinerConfig, build_generator
 
-    generator = build_generator(RefinerConfig(input_hw=(32, 48)))
+    generator = build_generator(RefinerConfig(input_hw=(32, 48), softmax_stem=softmax_stem))
+    assert any(layer.name == "probabilities" for layer in generator.layers) == softmax_stem
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (2, 32, 48, 3)).astype(np.float32)
     logits = rng.normal(0, 3, (2, 32, 48, 11)).astype(np.float32)

@@ -94,7 +94,7 @@ def random_motion(h: int, w: int, rng: np.random.Generator, size: float = 1.0) -
 
 
 def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, num_classes: int,
-                           rng: np.random.Generator) -> np.ndarray:
+                           rng: np.random.Generator, flow_residual: float = 0.2) -> np.ndarray:
     """What a temporal refiner sees as the previous frame's refined probabilities, already
     pulled along the optical flow by the runtime.
 
@@ -102,7 +102,9 @@ def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, 
     the segmenter's own) left slightly out of place, as flow alignment leaves it; sometimes
     badly out of place (the flow failed), a first frame (the current input's probabilities,
     which is what the runtime feeds when it has no previous frame) or a scene cut (another
-    image's map), so the refiner learns when not to trust it.
+    image's map), so the refiner learns when not to trust it. ``flow_residual`` is the size
+    (see ``random_motion``) of what flow alignment leaves: the smaller, the more the refiner
+    learns to trust an aligned previous mask.
     """
     draw = rng.random()
     if draw < 0.15:
@@ -120,13 +122,13 @@ def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, 
     else:
         probs = _softmax(data.logits[index])
     h, w = mask.shape
-    motion = random_motion(h, w, rng, size=1.0 if draw < 0.4 else 0.2)
+    motion = random_motion(h, w, rng, size=1.0 if draw < 0.4 else flow_residual)
     moved = cv2.warpAffine(probs, motion, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return moved.reshape(h, w, num_classes)
 
 
 def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float, seed: int,
-            temporal: bool = False):
+            temporal: bool = False, flow_residual: float = 0.2):
     """Endless batches of the generator's inputs and the mask: (image, input logits[, previous
     probabilities], mask). Input logits are the real segmenter's with probability
     ``real_share``, perturbed ground truth otherwise; random horizontal flips."""
@@ -140,7 +142,7 @@ def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float,
             inputs = data.logits[i] if rng.random() < real_share else perturbed_logits(mask, num_classes, rng)
             sample = [image, inputs]
             if temporal:
-                sample.append(previous_probabilities(data, int(i), inputs, num_classes, rng))
+                sample.append(previous_probabilities(data, int(i), inputs, num_classes, rng, flow_residual))
             sample.append(mask)
             if rng.random() < 0.5:
                 sample = [a[:, ::-1] for a in sample]

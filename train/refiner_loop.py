@@ -41,6 +41,7 @@ class RefinerTrainConfig:
     boundary_weight: float = 2.0        # extra CE weight within 2 px of a ground-truth boundary
     label_smoothing: float = 0.1        # softened real maps, so confidence alone does not give fakes away
     real_share: float = 0.7             # real segmenter outputs vs perturbed ground truth
+    flow_residual: float = 0.2          # temporal: motion left after flow alignment (random_motion's size)
     eval_every: int = 250
     seed: int = 0
 
@@ -186,7 +187,8 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
                 "g_grad_norm": tf.linalg.global_norm(g_grads), "d_grad_norm": d_norm}
 
     writer = tf.summary.create_file_writer(str(run / "tensorboard"))
-    stream = batches(data["train"], config.batch, c, config.real_share, config.seed, config.model.temporal)
+    stream = batches(data["train"], config.batch, c, config.real_share, config.seed, config.model.temporal,
+                     config.flow_residual)
     truth = splits["val"].masks
     best, started = None, time.monotonic()
     for i in range(1, config.steps + 1):
