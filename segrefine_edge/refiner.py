@@ -16,7 +16,7 @@ from segrefine_edge.backend import open_backend
 from segrefine_edge.contract import resolve_contract
 from segrefine_edge.errors import ModelError
 from segrefine_edge.motion import FlowTracker, pull_back
-from segrefine_edge.segmenter import ScoreMap
+from segrefine_edge.segmenter import ScoreMap, pixel_mapping, pixels_to_tensor, quantise
 
 
 class Refiner(Protocol):
@@ -103,39 +103,55 @@ class TFLiteRefiner:
         self.name = Path(path).stem
         self.hw = self.contract.input_hw
         self.temporal = "previous" in self.order
-        self._previous: np.ndarray | None = None
+        self._inputs = {name: self.backend.inputs[position] for position, name in enumerate(self.order)}
+        self._pixels = pixel_mapping(self.contract, self._inputs["image"])
+        self._previous: np.ndarray | None = None      # the last refined probabilities
         self._motion = FlowTracker(cv2.DISOPTICAL_FLOW_PRESET_FAST)
 
     def reset(self) -> None:
         self._previous = None
         self._motion.reset()
 
-    def _aligned_previous(self, image_rgb: np.ndarray, current: np.ndarray) -> np.ndarray:
-        """The last refined probabilities moved to this frame, or ``current`` when there are none."""
-        flow = self._motion.flow_to_previous(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY))
-        if flow is None or self._previous is None:
-            return current
-        return pull_back(self._previous, flow, cv2.INTER_LINEAR)[0]
+    def _tensor(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Real float32 values (which it may overwrite) as input ``name``'s tensor values."""
+        info = self._inputs[name]
+        return quantise(values, info) if info.quantized else values.astype(info.dtype, copy=False)
 
-    def _tensor(self, position: int, value: np.ndarray) -> np.ndarray:
-        info = self.backend.inputs[position]
-        if info.quantized:
-            iinfo = np.iinfo(info.dtype)
-            return np.clip(np.round(value / info.scale + info.zero_point), iinfo.min, iinfo.max).astype(info.dtype)[None]
-        return value.astype(np.float32)[None]
+    def _scores_tensor(self, scores: ScoreMap) -> tuple[np.ndarray, str]:
+        """The segmenter's scores as this refiner's input tensor at its size, and that input's
+        name. Quantised at the segmenter's resolution, then resized: a quarter of
+        the values to quantise, within one quantisation step of the other order (next to
+        values beyond the input's calibrated range, which saturate, it can differ more)."""
+        h, w = self.hw
+        name = "probabilities" if "probabilities" in self.order else "logits"
+        real = scores.probabilities() if name == "probabilities" else scores.real().copy()
+        tensor = self._tensor(name, real)
+        shifted = tensor.dtype == np.int8       # OpenCV resizes uint8, not int8
+        if shifted:
+            tensor = tensor.view(np.uint8) ^ np.uint8(0x80)
+        tensor = cv2.resize(tensor, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        return (tensor ^ np.uint8(0x80)).view(np.int8) if shifted else tensor, name
+
+    def _previous_tensor(self, gray: np.ndarray, scores: ScoreMap) -> np.ndarray:
+        """The last refined probabilities moved to this frame along the optical flow; on a
+        sequence's first frame the segmenter's own probabilities (of its resized scores, as in
+        training)."""
+        flow = self._motion.flow_to_previous(gray)
+        if flow is None or self._previous is None:
+            h, w = self.hw
+            resized = cv2.resize(scores.real(), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+            return self._tensor("previous", ScoreMap(scores.kind, resized).probabilities())
+        return self._tensor("previous", pull_back(self._previous, flow, cv2.INTER_LINEAR)[0])
 
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
         h, w = self.hw
         rgb = cv2.cvtColor(cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-        image = rgb.astype(np.float32) * self.contract.input_scale + self.contract.input_offset
-        scores_in = scores.probabilities() if "probabilities" in self.order else scores.real()
-        resized = cv2.resize(scores_in, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
-        feeds = {"image": image, "probabilities": resized, "logits": resized}
+        scores_tensor, scores_name = self._scores_tensor(scores)
+        feeds = {"image": pixels_to_tensor(rgb, self._pixels, self._inputs["image"]), scores_name: scores_tensor}
         if self.temporal:
-            feeds["previous"] = self._aligned_previous(
-                rgb, resized if "probabilities" in self.order else ScoreMap("logits", resized).probabilities())
+            feeds["previous"] = self._previous_tensor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), scores)
         for position, name in enumerate(self.order):
-            self.backend.set_input(position, self._tensor(position, feeds[name]))
+            self.backend.set_input(position, feeds[name][None])
         self.backend.invoke()
         out = self.backend.output(0)[0]
         info = self.backend.outputs[0]

@@ -116,6 +116,40 @@ def _upsampled_argmax(values: np.ndarray, size_wh: tuple[int, int]) -> np.ndarra
     return labels
 
 
+def pixel_mapping(contract: ModelContract, tensor: TensorInfo) -> tuple[float, float] | None:
+    """(a, b) such that an image input's tensor value is ``a * pixel + b``; None when raw
+    pixels fit as they are (a quantised model that normalises inside), the fast path."""
+    if not tensor.quantized:
+        return (contract.input_scale, contract.input_offset)
+    a = contract.input_scale / tensor.scale
+    b = contract.input_offset / tensor.scale + tensor.zero_point
+    raw_offset = 0.0 if tensor.dtype == np.uint8 else -128.0
+    if abs(a - 1.0) < 0.01 and abs(b - raw_offset) < 0.5:
+        return None
+    return (a, b)
+
+
+def pixels_to_tensor(image: np.ndarray, mapping: tuple[float, float] | None, tensor: TensorInfo) -> np.ndarray:
+    """An HxWx3 uint8 image (already resized and in the model's colour order) as the input
+    tensor's values, without the batch axis."""
+    if mapping is None:
+        return image.view(np.int8) ^ np.int8(-128) if tensor.dtype == np.int8 else image
+    a, b = mapping
+    values = image.astype(np.float32) * a + b
+    return quantise(values, tensor) if tensor.quantized else values.astype(tensor.dtype, copy=False)
+
+
+def quantise(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
+    """Real values -> the raw integers of a quantised tensor (``values / scale + zero_point``,
+    rounded and clipped); ``values`` is a float32 array it may overwrite."""
+    limits = np.iinfo(tensor.dtype)
+    values *= 1.0 / tensor.scale
+    values += tensor.zero_point
+    np.rint(values, out=values)
+    np.clip(values, limits.min, limits.max, out=values)
+    return values.astype(tensor.dtype)
+
+
 class Segmenter:
     """A segmentation model with its contract: ``scores(frame_bgr)`` returns a ScoreMap.
 
@@ -127,25 +161,13 @@ class Segmenter:
         self.contract = contract
         self.input: TensorInfo = backend.inputs[0]
         self.output: TensorInfo = backend.outputs[0]
-        self._input_map = self._input_mapping()
+        self._input_map = pixel_mapping(contract, self.input)
 
     @classmethod
     def open(cls, path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2,
              overrides: dict[str, Any] | None = None) -> Segmenter:
         backend = open_backend(path, runtime, delegate, threads)
         return cls(backend, resolve_contract(backend, overrides))
-
-    def _input_mapping(self) -> tuple[float, float] | None:
-        """(a, b) such that the tensor value is ``a * pixel + b``; None when raw pixels fit as they are."""
-        c = self.contract
-        if not self.input.quantized:
-            return (c.input_scale, c.input_offset)
-        a = c.input_scale / self.input.scale
-        b = c.input_offset / self.input.scale + self.input.zero_point
-        raw_offset = 0.0 if self.input.dtype == np.uint8 else -128.0
-        if abs(a - 1.0) < 0.01 and abs(b - raw_offset) < 0.5:
-            return None
-        return (a, b)
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Resize, reorder colours and normalise/quantise a BGR frame into the input tensor."""
@@ -156,16 +178,7 @@ class Segmenter:
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         if self.contract.color_order == "RGB":
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        if self._input_map is None:
-            if self.input.dtype == np.int8:
-                image = (image.view(np.int8) ^ np.int8(-128))
-            return image[None]
-        a, b = self._input_map
-        tensor = image.astype(np.float32) * a + b
-        if self.input.quantized:
-            info = np.iinfo(self.input.dtype)
-            tensor = np.clip(np.round(tensor), info.min, info.max).astype(self.input.dtype)
-        return tensor[None].astype(self.input.dtype, copy=False)
+        return pixels_to_tensor(image, self._input_map, self.input)[None]
 
     def invoke(self, tensor: np.ndarray) -> ScoreMap:
         """Run the model on a preprocessed tensor; returns the output at model resolution."""

@@ -228,3 +228,33 @@ def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, t
                             "--out", str(tmp_path / "fused.tflite"), "--val-count", "0"],
                            capture_output=True, text=True, timeout=300)
     assert fused.returncode != 0 and "temporal refiner" in fused.stderr and "Traceback" not in fused.stderr
+
+
+@pytest.mark.parametrize("quantised_scores", [False, True])
+def test_scores_reach_the_refiner_within_one_step_of_resizing_before_quantising(quantised_scores: bool):
+    """The refiner quantises the segmenter's scores at their own (quarter) size and resizes
+    the integers: every value inside the input's calibrated range lands within one
+    quantisation step of the slow reference (resize, then quantise)."""
+    import cv2
+
+    from segrefine_edge.models import default_refiner_path
+    from segrefine_edge.refiner import TFLiteRefiner
+
+    path = default_refiner_path()
+    if path is None:
+        pytest.skip("this build ships no refiner")
+    refiner = TFLiteRefiner(path)
+    info = refiner._inputs["logits"]
+    rng = np.random.default_rng(3)
+    low = max((0 - info.zero_point) * info.scale, -12.7)         # inside both this input's and an
+    high = min((255 - info.zero_point) * info.scale, 12.7)       # int8 map's (scale 0.1) range
+    logits = rng.uniform(low, high, (44, 60, 11)).astype(np.float32)
+    scores = ScoreMap("logits", logits)
+    if quantised_scores:
+        scores = ScoreMap("logits", np.round(logits / 0.1).astype(np.int8), 0.1, 0)
+    tensor, name = refiner._scores_tensor(scores)
+    h, w = refiner.hw
+    reference = cv2.resize(scores.real(), (w, h), interpolation=cv2.INTER_LINEAR) / info.scale + info.zero_point
+    reference = np.clip(np.round(reference), 0, 255)
+    assert name == "logits" and tensor.shape == (h, w, 11) and tensor.dtype == info.dtype
+    assert np.abs(tensor.astype(np.float32) - reference).max() <= 1.0
