@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segrefine_edge.errors import ModelError
 from segrefine_edge.refiner import GuidedFilterRefiner, open_refiner
 from segrefine_edge.segmenter import ScoreMap, labels_at
 
@@ -258,3 +259,29 @@ def test_scores_reach_the_refiner_within_one_step_of_resizing_before_quantising(
     reference = np.clip(np.round(reference), 0, 255)
     assert name == "logits" and tensor.shape == (h, w, 11) and tensor.dtype == info.dtype
     assert np.abs(tensor.astype(np.float32) - reference).max() <= 1.0
+
+
+def test_temporal_blend_averages_the_output_with_the_previous_one_along_the_flow():
+    import cv2
+
+    from segrefine_edge.models import default_refiner_path
+    from segrefine_edge.refiner import TFLiteRefiner
+
+    path = default_refiner_path()
+    if path is None:
+        pytest.skip("this build ships no refiner")
+    rng = np.random.default_rng(5)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (180, 240, 3), dtype=np.uint8), (0, 0), 3)  # texture for the flow
+    first_scores = ScoreMap("logits", rng.normal(0, 3, (44, 60, 11)).astype(np.float32))
+    second_scores = ScoreMap("logits", rng.normal(0, 3, (44, 60, 11)).astype(np.float32))
+    plain, blended = TFLiteRefiner(path, blend=0.0), TFLiteRefiner(path, blend=0.5)
+    first = plain.refine(frame, first_scores).probabilities()
+    # a first frame has nothing to blend with: only the 8-bit rounding of the blended output differs
+    assert np.abs(blended.refine(frame, first_scores).probabilities() - first).max() <= 0.5 / 255 + 1e-6
+    # the same frame again: the flow is zero, so the previous output comes back where it was
+    second = plain.refine(frame, second_scores).probabilities()
+    mixed = blended.refine(frame, second_scores).probabilities()
+    assert np.abs(second - first).max() > 0.3
+    assert np.abs(mixed - (0.5 * second + 0.5 * first)).max() < 0.02
+    with pytest.raises(ModelError, match="outside"):
+        TFLiteRefiner(path, blend=1.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from segrefine_edge.cli.options import resolve_model_path, runtime_options
+from segrefine_edge.cli.options import resolve_model_path, runtime_options, temporal_blend_option
 from segrefine_edge.datasets import find_pairs
 from segrefine_edge.errors import DatasetError
 from segrefine_edge.evaluate import ModelRun, dataset_classes, label_table, results, score_sequence, score_split
@@ -44,6 +44,7 @@ def _unique_names(paths: list[str]) -> list[str]:
               "(default: the shipped CamVid model).")
 @click.option("--refiner", "refiner_specs", multiple=True, help="Refiner .tflite or 'guided-filter' (repeatable): "
               "adds a 'model+refiner' column per model.")
+@temporal_blend_option
 @runtime_options
 @click.option("--class-map", default=None, help="JSON map from a model's classes to the dataset's, or a built-in "
               "name (cityscapes-camvid), for models trained on other classes.")
@@ -51,7 +52,7 @@ def _unique_names(paths: list[str]) -> list[str]:
 @click.option("--save-masks", default=None, help="Write predicted index PNGs here, named after the inputs.")
 @click.option("--json", "json_path", default=None, help="Write every score as JSON.")
 @click.option("--report", "report_dir", default=None, help="Write README.md with plots here (needs matplotlib).")
-def evaluate(data, split, models, refiner_specs, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
+def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
              report_dir) -> None:
     """Score models: mIoU, per-class IoU, Boundary F and Boundary IoU on --data, TC and flicker
     on --sequence, latency per frame; a column per model."""
@@ -63,7 +64,8 @@ def evaluate(data, split, models, refiner_specs, runtime, delegate, threads, cla
     classes = dataset_classes(data, segmenters[0].contract.labels)
     if save_masks:
         check_writable_dir(Path(save_masks), "masks")
-    refiners = [IdentityRefiner()] + [open_refiner(spec, runtime, delegate, threads) for spec in refiner_specs]
+    refiners = [IdentityRefiner()] + [open_refiner(spec, runtime, delegate, threads, temporal_blend)
+                                    for spec in refiner_specs]
     runs = []
     for name, path, segmenter in zip(_unique_names(paths), paths, segmenters, strict=True):
         table, origin = label_table(segmenter.contract.labels, classes, class_map, name)

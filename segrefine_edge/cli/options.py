@@ -13,6 +13,7 @@ from segrefine_edge.backend import DELEGATES, RUNTIMES
 from segrefine_edge.contract import INPUT_RANGES, OUTPUT_KINDS, read_labels_file
 from segrefine_edge.errors import ModelError
 from segrefine_edge.models import default_model_path
+from segrefine_edge.refiner import TEMPORAL_BLEND
 
 
 def runtime_options(func: Callable) -> Callable:
@@ -24,6 +25,13 @@ def runtime_options(func: Callable) -> Callable:
     func = click.option("--runtime", type=click.Choice(("auto", *RUNTIMES)), default="auto", show_default=True,
                         help="TFLite runtime: LiteRT, tflite-runtime or tensorflow.lite.")(func)
     return func
+
+
+def temporal_blend_option(func: Callable) -> Callable:
+    """--temporal-blend: how much of a temporal refiner's output is its flow-aligned last one."""
+    return click.option("--temporal-blend", type=click.FloatRange(0, 1, max_open=True), default=TEMPORAL_BLEND,
+                        show_default=True, help="Share of a temporal refiner's output taken from its previous "
+                        "output moved along the optical flow (0: off; more: steadier, edges lag).")(func)
 
 
 def contract_options(func: Callable) -> Callable:

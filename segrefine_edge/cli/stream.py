@@ -10,7 +10,13 @@ from contextlib import contextmanager
 
 import click
 
-from segrefine_edge.cli.options import contract_options, contract_overrides, resolve_model_path, runtime_options
+from segrefine_edge.cli.options import (
+    contract_options,
+    contract_overrides,
+    resolve_model_path,
+    runtime_options,
+    temporal_blend_option,
+)
 from segrefine_edge.errors import SourceError
 from segrefine_edge.models import default_refiner_path
 from segrefine_edge.pipeline import FramePipeline, Outputs, RunLimits, run_stream
@@ -54,6 +60,7 @@ def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
 @click.option("--refiner", default=None, help="Refiner .tflite or 'guided-filter' (default: the shipped refiner, "
               "with the default model; none with another --model).")
 @click.option("--no-refiner", is_flag=True, help="Switch the refine stage off (identity).")
+@temporal_blend_option
 @runtime_options
 @contract_options
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
@@ -69,7 +76,7 @@ def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--stats-json", default=None, help="Write frames, FPS and per-stage p50/p95 as JSON.")
-def stream(input_uri, camera, video, model, refiner, no_refiner, runtime, delegate, threads, labels_file, palette_file,
+def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, runtime, delegate, threads, labels_file, palette_file,
            input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
            classes, ignore_class, loop, max_frames, duration, stats_json) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
@@ -83,7 +90,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, runtime, delega
     if refiner is None and model is None and not no_refiner:
         default = default_refiner_path()
         refiner = str(default) if default else None
-    refine = open_refiner(None if no_refiner else refiner, runtime, delegate, threads)
+    refine = open_refiner(None if no_refiner else refiner, runtime, delegate, threads, temporal_blend)
     contract = segmenter.contract
     shown = _class_indices(segmenter, classes)
     hidden = _class_indices(segmenter, ignore_class)
