@@ -94,7 +94,7 @@ def random_motion(h: int, w: int, rng: np.random.Generator, size: float = 1.0) -
 
 
 def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, num_classes: int,
-                           rng: np.random.Generator, flow_residual: float = 0.2) -> np.ndarray:
+                           rng: np.random.Generator, flow_residual: float = 0.1) -> np.ndarray:
     """What a temporal refiner sees as the previous frame's refined probabilities, already
     pulled along the optical flow by the runtime.
 
@@ -128,7 +128,7 @@ def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, 
 
 
 def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float, seed: int,
-            temporal: bool = False, flow_residual: float = 0.2):
+            temporal: bool = False, flow_residual: float = 0.1):
     """Endless batches of the generator's inputs and the mask: (image, input logits[, previous
     probabilities], mask). Input logits are the real segmenter's with probability
     ``real_share``, perturbed ground truth otherwise; random horizontal flips."""

@@ -41,7 +41,8 @@ class RefinerTrainConfig:
     boundary_weight: float = 2.0        # extra CE weight within 2 px of a ground-truth boundary
     label_smoothing: float = 0.1        # softened real maps, so confidence alone does not give fakes away
     real_share: float = 0.7             # real segmenter outputs vs perturbed ground truth
-    flow_residual: float = 0.2          # temporal: motion left after flow alignment (random_motion's size)
+    flow_residual: float = 0.1          # temporal: motion left after flow alignment (random_motion size);
+                                        # 0.1 ships (val TC 0.801 int8, unblended), 0.2 gave 0.798
     eval_every: int = 250
     seed: int = 0
 
