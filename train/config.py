@@ -25,12 +25,15 @@ class TrainConfig:
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_hw: tuple[int, int] = (352, 480)
-    epochs: int = 40
+    # The shipped model's recipe. With block-16 features the older one (scale 0.5-2.0, square-root
+    # median-frequency class weights, weight decay 1e-4) scored about the same (0.624 in 30 epochs
+    # against 0.621 in 15): the backbone feature, not these, made the difference.
+    epochs: int = 15
     batch: int = 8
     learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.0
     schedule: str = "poly"
-    class_weighting: str = "sqrt_median"
+    class_weighting: str = "none"
     ohem_fraction: float = 0.0
     seed: int = 0
     strategy: str = "default"

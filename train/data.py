@@ -72,7 +72,7 @@ class AugmentConfig:
     """In-graph augmentation for training crops."""
 
     crop_hw: tuple[int, int] = (288, 384)
-    scale_range: tuple[float, float] = (0.5, 2.0)
+    scale_range: tuple[float, float] = (0.85, 1.5)   # at 0.85 a 480x360 frame still fills the crop
     flip: bool = True
     brightness: float = 0.12
     contrast: float = 0.2

@@ -32,10 +32,12 @@ class SegmenterConfig:
     low_level_filters: int = 48
     dropout: float = 0.1
     bn_momentum: float = 0.9
-    # The stride-16 feature ASPP reads. "block_16_project_BN" (320 channels) is DeepLab's own
-    # choice; "out_relu" adds MobileNetV2's 1280-channel classifier conv, which roughly doubles
-    # the head's cost (ASPP on 1280 channels) for features tuned to ImageNet's classes.
-    high_level_feature: str = "block_16_project_BN"
+    # The backbone feature ASPP reads. "block_13_expand_relu" (576 channels) is the last one at
+    # stride 16, before MobileNetV2 would go to stride 32: blocks 13-16 are not run at all. On
+    # CamVid it beat the dilated tail's features by far, 15 epochs, same recipe, val mIoU (float):
+    # 0.697 against 0.621 for "block_16_project_BN" (DeepLab's choice, 320 channels); "out_relu"
+    # (1280 channels, the first shipped model) reached 0.627 in 30 epochs with class weights.
+    high_level_feature: str = "block_13_expand_relu"
 
 
 # === Backbone ===
@@ -149,9 +151,9 @@ def build_segmenter(
     )
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inputs)
     low, high = features(x)
-    fh, fw = h // config.output_stride, w // config.output_stride
+    fh, fw = high.shape[1:3]        # block 13's input stays at stride 16 even when the tail is at 32
     x = _aspp(high, config, (fh, fw))
-    x = layers.UpSampling2D(size=config.output_stride // 4, interpolation="bilinear", name="decoder_up")(x)
+    x = layers.UpSampling2D(size=(h // 4) // fh, interpolation="bilinear", name="decoder_up")(x)
     m = config.bn_momentum
     low = _conv_bn_relu(low, config.low_level_filters, "decoder_low", m)
     x = layers.Concatenate(name="decoder_concat")([x, low])
