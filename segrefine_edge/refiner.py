@@ -136,8 +136,8 @@ class TFLiteRefiner:
         values beyond the input's calibrated range, which saturate, it can differ more)."""
         h, w = self.hw
         name = "probabilities" if "probabilities" in self.order else "logits"
-        real = scores.probabilities() if name == "probabilities" else scores.real().copy()
-        tensor = self._tensor(name, real)
+        real = scores.probabilities() if name == "probabilities" else scores.real()
+        tensor = self._tensor(name, real.copy())        # a float model's output array is the scores' own
         shifted = tensor.dtype == np.int8       # OpenCV resizes uint8, not int8
         if shifted:
             tensor = tensor.view(np.uint8) ^ np.uint8(0x80)

@@ -117,8 +117,9 @@ def _upsampled_argmax(values: np.ndarray, size_wh: tuple[int, int]) -> np.ndarra
 
 
 def pixel_mapping(contract: ModelContract, tensor: TensorInfo) -> tuple[float, float] | None:
-    """(a, b) such that an image input's tensor value is ``a * pixel + b``; None when raw
-    pixels fit as they are (a quantised model that normalises inside), the fast path."""
+    """(a, b) such that an image input's tensor value (its raw integer, for a quantised input)
+    is ``a * pixel + b``; None when raw pixels fit as they are (a quantised model that
+    normalises inside), the fast path."""
     if not tensor.quantized:
         return (contract.input_scale, contract.input_offset)
     a = contract.input_scale / tensor.scale
@@ -135,19 +136,24 @@ def pixels_to_tensor(image: np.ndarray, mapping: tuple[float, float] | None, ten
     if mapping is None:
         return image.view(np.int8) ^ np.int8(-128) if tensor.dtype == np.int8 else image
     a, b = mapping
-    values = image.astype(np.float32) * a + b
-    return quantise(values, tensor) if tensor.quantized else values.astype(tensor.dtype, copy=False)
+    values = image.astype(np.float32) * a + b           # already in the tensor's units
+    return _rounded_into(values, tensor.dtype) if tensor.quantized else values.astype(tensor.dtype, copy=False)
 
 
 def quantise(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
     """Real values -> the raw integers of a quantised tensor (``values / scale + zero_point``,
     rounded and clipped); ``values`` is a float32 array it may overwrite."""
-    limits = np.iinfo(tensor.dtype)
     values *= 1.0 / tensor.scale
     values += tensor.zero_point
+    return _rounded_into(values, tensor.dtype)
+
+
+def _rounded_into(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round (in place) and clip float values to an integer dtype's range."""
+    limits = np.iinfo(dtype)
     np.rint(values, out=values)
     np.clip(values, limits.min, limits.max, out=values)
-    return values.astype(tensor.dtype)
+    return values.astype(dtype)
 
 
 class Segmenter:

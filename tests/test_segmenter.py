@@ -104,6 +104,22 @@ def test_quantised_preprocess_feeds_raw_pixels(cityscapes_model):
     assert np.array_equal(tensor[0], cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
 
+def test_quantised_input_with_its_own_range_gets_mapped_pixels():
+    """An int8 input whose scale and zero point do not fit raw pixels: each pixel becomes
+    ``a * pixel + b`` raw integers, rounded and clipped, quantised once."""
+    from segrefine_edge.backend import TensorInfo
+    from segrefine_edge.contract import ModelContract
+    from segrefine_edge.segmenter import pixel_mapping, pixels_to_tensor
+
+    tensor = TensorInfo(0, "image", (1, 1, 3, 3), np.dtype(np.int8), 2.0 / 255.0, -128)
+    contract = ModelContract(input_scale=1.0 / 255.0, input_offset=0.0)      # the model expects 0-1
+    mapping = pixel_mapping(contract, tensor)
+    assert mapping == pytest.approx((0.5, -128.0))
+    image = np.array([[[0, 101, 255], [254, 2, 3], [7, 8, 9]]], np.uint8)
+    expected = np.clip(np.rint(image.astype(np.float32) * 0.5 - 128), -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(pixels_to_tensor(image, mapping, tensor), expected)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     scale=st.floats(0.01, 1.0),
