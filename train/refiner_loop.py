@@ -18,7 +18,7 @@ import tensorflow as tf
 from segrefine_edge.train.config import load_config
 from segrefine_edge.train.data import decode_split
 from segrefine_edge.train.refiner import RefinerConfig, build_discriminator, build_generator
-from segrefine_edge.train.refiner_data import RefinerSplit, batches, refiner_split, segmenter_logits
+from segrefine_edge.train.refiner_data import FLOW_RESIDUAL, RefinerSplit, batches, refiner_split, segmenter_logits
 from segrefine_edge.train.segmenter import build_segmenter
 
 from segrefine_edge.datasets import find_pairs, read_class_info
@@ -41,8 +41,7 @@ class RefinerTrainConfig:
     boundary_weight: float = 2.0        # extra CE weight within 2 px of a ground-truth boundary
     label_smoothing: float = 0.1        # softened real maps, so confidence alone does not give fakes away
     real_share: float = 0.7             # real segmenter outputs vs perturbed ground truth
-    flow_residual: float = 0.1          # temporal: motion left after flow alignment (random_motion size);
-                                        # 0.1 ships (val TC 0.801 int8, unblended), 0.2 gave 0.798
+    flow_residual: float = FLOW_RESIDUAL  # temporal: motion left after flow alignment
     eval_every: int = 250
     seed: int = 0
 
