@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from segrefine_edge.convert import TARGETS
+from segrefine_edge.train.refiner_data import probabilities_at
 
 from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
 from segrefine_edge.errors import DatasetError, ModelError, SegrefineError
@@ -54,8 +55,8 @@ def calibration_images(root: str | Path, split: str, count: int, input_hw: tuple
 def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None, count: int,
                         input_hw: tuple[int, int], temporal: bool = False, seed: int = 0) -> list[list[np.ndarray]]:
     """(image, segmenter logits[, previous probabilities]) for a refiner, from the logits
-    cached at training; a temporal refiner's previous mask is calibrated with the logits'
-    softmax, which spans the same 0-1 range its own output will."""
+    cached at training (at the logits input's size); a temporal refiner's previous mask is
+    calibrated with the logits' softmax, which spans the same 0-1 range its own output will."""
     if logits_cache is None or not logits_cache.is_file():
         raise DatasetError("the refiner's training inputs (refiner_inputs_train_*.npy in the refiner or segmenter run) are gone; "
                            "re-run `train refiner` or keep those run folders")
@@ -70,8 +71,7 @@ def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None,
         rgb = cv2.cvtColor(cv2.resize(bgr, input_hw[::-1], interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         sample = [rgb.astype(np.float32), np.asarray(logits[index], np.float32)]
         if temporal:
-            z = np.exp(sample[1] - sample[1].max(axis=-1, keepdims=True))
-            sample.append(z / z.sum(axis=-1, keepdims=True))
+            sample.append(probabilities_at(sample[1], input_hw))
         samples.append(sample)
     return samples
 

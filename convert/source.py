@@ -117,7 +117,7 @@ def _from_refiner_run(run: Path) -> ExportSource:
     config = RefinerConfig(**model_config)
     generator = build_generator(config)
     generator.load_weights(run / "best.weights.h5")
-    h, w = config.input_hw
+    h, w = config.logits_hw
     pattern = f"refiner_inputs_train_{h}x{w}_*.npy"     # beside a .tflite segmenter's refiner, else in its run
     caches = sorted(run.glob(pattern)) or sorted(Path(recipe["segmenter"]).glob(pattern))
     info = read_class_info(recipe["data"]) if Path(recipe["data"]).is_dir() else None
@@ -128,9 +128,9 @@ def _from_refiner_run(run: Path) -> ExportSource:
 
 
 def fuse_refiner(segmenter: ExportSource, refiner_run: str | Path) -> ExportSource:
-    """One graph: the segmenter's quarter-resolution logits, upsampled to the refiner's size,
-    refined there with the frame pooled to the same size. One model to deploy, one invoke, and
-    no float round trip between the two on an accelerator."""
+    """One graph: the segmenter's quarter-resolution logits (resized to the refiner's logits
+    input where that differs) refined with the frame pooled to the refiner's size. One model
+    to deploy, one invoke, and no float round trip between the two on an accelerator."""
     refiner = load_source(refiner_run, None, False)
     if refiner.role != "refiner":
         raise ModelError(f"{refiner_run} is not a refiner run; pass what `train refiner` wrote to --fuse-refiner")
@@ -143,9 +143,11 @@ def fuse_refiner(segmenter: ExportSource, refiner_run: str | Path) -> ExportSour
     if h % rh or w % rw or h // rh != w // rw:
         raise ModelError(f"the segmenter's input {w}x{h} is not an integer multiple of the refiner's {rw}x{rh}")
     logits = segmenter.model(image)
-    logits = keras.layers.Resizing(rh, rw, interpolation="bilinear", name="fused_logits_up")(logits)
-    small = keras.layers.AveragePooling2D(h // rh, name="fused_image_down")(image)
     names = [t.name.split(":")[0] for t in refiner.model.inputs]
+    lh, lw = (int(d) for d in refiner.model.inputs[names.index("logits")].shape[1:3])
+    if tuple(logits.shape[1:3]) != (lh, lw):
+        logits = keras.layers.Resizing(lh, lw, interpolation="bilinear", name="fused_logits_up")(logits)
+    small = keras.layers.AveragePooling2D(h // rh, name="fused_image_down")(image)
     refined = refiner.model([small if n == "image" else logits for n in names])
     fused = keras.Model(image, refined, name=f"{segmenter.model.name}_refined")
     return ExportSource(fused, f"{segmenter.name}+{refiner.name}", segmenter.labels, segmenter.palette,

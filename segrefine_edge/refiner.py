@@ -87,7 +87,8 @@ class TFLiteRefiner:
     or ``logits`` (the segmenter's, dequantised), and for a temporal refiner ``previous``.
 
     Its contract's ``refiner_inputs`` names the order of its input tensors; ``image`` is fed
-    like a segmenter's input, the scores as HxWxC floats at the refiner's input size.
+    like a segmenter's input, the scores as HxWxC values at their input tensor's size (the
+    refiner's, or smaller where the model upsamples them itself).
     Its output is logits over the same classes. A temporal refiner gets its own last output
     as probabilities in ``previous``, pulled to the current frame along DIS optical flow
     (about 1 ms at the refiner's size); on a sequence's first frame it gets the segmenter's
@@ -130,14 +131,16 @@ class TFLiteRefiner:
         return quantise(values, info) if info.quantized else values.astype(info.dtype, copy=False)
 
     def _scores_tensor(self, scores: ScoreMap) -> tuple[np.ndarray, str]:
-        """The segmenter's scores as this refiner's input tensor at its size, and that input's
-        name. Quantised at the segmenter's resolution, then resized: a quarter of
-        the values to quantise, within one quantisation step of the other order (next to
-        values beyond the input's calibrated range, which saturate, it can differ more)."""
-        h, w = self.hw
+        """The segmenter's scores as this refiner's input tensor at that tensor's size, and that
+        input's name. Quantised at the segmenter's resolution, then resized (if the sizes
+        differ): fewer values to quantise, within one quantisation step of the other order
+        (next to values beyond the input's calibrated range, which saturate, it can differ more)."""
         name = "probabilities" if "probabilities" in self.order else "logits"
+        h, w = self._inputs[name].shape[1:3]
         real = scores.probabilities() if name == "probabilities" else scores.real()
         tensor = self._tensor(name, real.copy())        # a float model's output array is the scores' own
+        if tensor.shape[:2] == (h, w):
+            return tensor, name
         shifted = tensor.dtype == np.int8       # OpenCV resizes uint8, not int8
         if shifted:
             tensor = tensor.view(np.uint8) ^ np.uint8(0x80)

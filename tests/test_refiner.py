@@ -52,6 +52,23 @@ def test_generator_starts_as_the_identity(softmax_stem: bool):
 
 
 @pytest.mark.train
+def test_half_size_logits_are_upsampled_in_the_graph_as_the_runtime_resizes():
+    """A refiner with ``logits_stride`` 2 takes the logits at half its size and starts as
+    their bilinear upsampling, the same one OpenCV gives (what a stride-1 refiner is fed)."""
+    pytest.importorskip("tensorflow")
+    import cv2
+    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+
+    generator = build_generator(RefinerConfig(input_hw=(32, 48), logits_stride=2))
+    assert [tuple(t.shape[1:3]) for t in generator.inputs] == [(32, 48), (16, 24)]
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (1, 32, 48, 3)).astype(np.float32)
+    logits = rng.normal(0, 3, (1, 16, 24, 11)).astype(np.float32)
+    upsampled = cv2.resize(logits[0], (48, 32), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(np.asarray(generator([image, logits]))[0], upsampled, atol=1e-4)
+
+
+@pytest.mark.train
 @pytest.mark.parametrize("adversarial_weight", ["0", "0.01"])
 def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_weight: str):
     pytest.importorskip("tensorflow")
@@ -212,10 +229,13 @@ def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, t
     run = tmp_path / "temporal"
     trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(run),
                               "--temporal", "--steps", "2", "--batch", "2", "--set", "eval_every=2",
-                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+                              "--set", "model.input_hw=[32,48]", "--set", "model.logits_stride=2"],
+                             capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     refiner = TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite"))
     assert refiner.temporal and sorted(refiner.order) == ["image", "logits", "previous"]
+    # the segmenter's 16x24 logits go in as they are; the previous mask at the refiner's size
+    assert refiner._inputs["logits"].shape[1:3] == (16, 24) and refiner._inputs["previous"].shape[1:3] == (32, 48)
     pipeline = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner)
     frames = [cv2.imread(str(p)) for p in sorted(Path(data, "val").iterdir())[:2]]
     for frame in frames:
@@ -254,7 +274,7 @@ def test_scores_reach_the_refiner_within_one_step_of_resizing_before_quantising(
     if quantised_scores:
         scores = ScoreMap("logits", np.round(logits / 0.1).astype(np.int8), 0.1, 0)
     tensor, name = refiner._scores_tensor(scores)
-    h, w = refiner.hw
+    h, w = info.shape[1:3]
     reference = cv2.resize(scores.real(), (w, h), interpolation=cv2.INTER_LINEAR) / info.scale + info.zero_point
     reference = np.clip(np.round(reference), 0, 255)
     assert name == "logits" and tensor.shape == (h, w, 11) and tensor.dtype == info.dtype

@@ -28,6 +28,15 @@ class RefinerConfig:
     # softmax over the full 176x240x11 input cost 1.5 ms, a third of the refiner's invoke, for
     # a normalisation the first convolution can learn.
     softmax_stem: bool = False
+    # The logits input's size is input_hw / logits_stride and the graph upsamples it. At 2 the
+    # segmenter's 88x120 output goes in as it is: no full-size logits tensor to resize and
+    # quantise on the CPU or to read in the first layers.
+    logits_stride: int = 1
+
+    @property
+    def logits_hw(self) -> tuple[int, int]:
+        h, w = self.input_hw
+        return h // self.logits_stride, w // self.logits_stride
 
 
 def _sep(x, filters: int, name: str, stride: int = 1, rate: int = 1):
@@ -38,17 +47,20 @@ def _sep(x, filters: int, name: str, stride: int = 1, rate: int = 1):
 
 
 def build_generator(config: RefinerConfig) -> keras.Model:
-    """(image RGB 0-255, segmenter logits[, previous refined probabilities]) at ``input_hw``
-    -> refined logits."""
+    """(image RGB 0-255, segmenter logits at ``logits_hw``[, previous refined probabilities])
+    at ``input_hw`` -> refined logits."""
     h, w = config.input_hw
     c, f = config.num_classes, config.width
     image = keras.Input((h, w, 3), name="image")
-    logits = keras.Input((h, w, c), name="logits")
+    logits_input = keras.Input((*config.logits_hw, c), name="logits")
+    logits = logits_input
+    if config.logits_stride > 1:
+        logits = layers.UpSampling2D(config.logits_stride, interpolation="bilinear", name="logits_up")(logits)
     if config.softmax_stem:
         scores = layers.Softmax(name="probabilities")(logits)
     else:
         scores = layers.Rescaling(1 / 8, name="scaled_logits")(logits)
-    inputs, stem = [image, logits], [layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(image), scores]
+    inputs, stem = [image, logits_input], [layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(image), scores]
     if config.temporal:
         previous = keras.Input((h, w, c), name="previous")
         inputs.append(previous)

@@ -20,17 +20,18 @@ FLOW_RESIDUAL = 0.1
 
 @dataclass
 class RefinerSplit:
-    """Images, masks and segmenter logits, all at the refiner's input size."""
+    """Images and masks at the refiner's input size, the segmenter's logits at the size of the
+    refiner's logits input (the same, or smaller by its ``logits_stride``)."""
 
     images: np.ndarray      # N x H x W x 3 uint8 RGB
     masks: np.ndarray       # N x H x W uint8 (void kept)
-    logits: np.ndarray      # N x H x W x C float16, the segmenter's
+    logits: np.ndarray      # N x h x w x C float16, the segmenter's
 
 
 def segmenter_logits(predict: Callable[[np.ndarray], np.ndarray], split: DecodedSplit, out_hw: tuple[int, int],
                      cache: Path) -> np.ndarray:
     """The segmenter's logits (``predict`` maps an RGB image to HxWxC logits at any size) for
-    every image, upsampled to ``out_hw``; cached in ``cache``, which conversion calibrates from."""
+    every image, resized to ``out_hw``; cached in ``cache``, which conversion calibrates from."""
     if cache.is_file():
         return np.load(cache)
     outputs = [cv2.resize(predict(image), out_hw[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float16)
@@ -47,9 +48,11 @@ def refiner_split(split: DecodedSplit, logits: np.ndarray, hw: tuple[int, int]) 
     return RefinerSplit(images, masks, logits)
 
 
-def perturbed_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+def perturbed_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generator,
+                     out_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Logits of a damaged copy of ``mask``: classes dilated or eroded by a few pixels, the
-    whole map blurred at a coarse scale (DeepLab's over-smoothing) and its contours jittered."""
+    whole map blurred at a coarse scale (DeepLab's over-smoothing) and its contours jittered;
+    at ``out_hw`` (default: the mask's size)."""
     labels = mask.copy()
     labels[labels >= num_classes] = 0
     for cls in rng.choice(num_classes, size=3, replace=False):
@@ -70,7 +73,8 @@ def perturbed_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generato
     onehot = np.eye(num_classes, dtype=np.float32)[labels]
     factor = int(rng.choice([4, 8]))
     coarse = cv2.resize(onehot, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
-    probs = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, num_classes)
+    oh, ow = out_hw or (h, w)
+    probs = cv2.resize(coarse, (ow, oh), interpolation=cv2.INTER_LINEAR).reshape(oh, ow, num_classes)
     return (np.log(np.clip(probs, 1e-3, 1.0)) * float(rng.uniform(1.0, 3.0))).astype(np.float16)
 
 
@@ -81,8 +85,12 @@ def _neighbour_class(labels: np.ndarray, region: np.ndarray, kernel: np.ndarray)
     return int(np.bincount(around).argmax()) if around.size else 0
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def probabilities_at(logits: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Softmax of ``logits`` resized to ``hw``: what the runtime feeds a temporal refiner's
+    previous input on a first frame."""
     z = logits.astype(np.float32)
+    if z.shape[:2] != tuple(hw):
+        z = cv2.resize(z, hw[::-1], interpolation=cv2.INTER_LINEAR).reshape(*hw, z.shape[-1])
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -111,22 +119,23 @@ def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, 
     (see ``random_motion``) of what flow alignment leaves: the smaller, the more the refiner
     learns to trust an aligned previous mask.
     """
+    mask = data.masks[index]
+    hw = mask.shape
     draw = rng.random()
     if draw < 0.15:
-        return _softmax(current)
+        return probabilities_at(current, hw)
     if draw < 0.25:
-        return _softmax(data.logits[int(rng.integers(len(data.logits)))])
-    mask = data.masks[index]
+        return probabilities_at(data.logits[int(rng.integers(len(data.logits)))], hw)
     source = rng.random()
     if source < 0.2:
         valid = mask < num_classes
         onehot = np.eye(num_classes, dtype=np.float32)[np.where(valid, mask, 0)] * 0.9 + 0.1 / num_classes
-        probs = np.where(valid[..., None], onehot, _softmax(data.logits[index]))
+        probs = np.where(valid[..., None], onehot, probabilities_at(data.logits[index], hw))
     elif source < 0.6:
-        probs = _softmax(perturbed_logits(mask, num_classes, rng))
+        probs = probabilities_at(perturbed_logits(mask, num_classes, rng), hw)
     else:
-        probs = _softmax(data.logits[index])
-    h, w = mask.shape
+        probs = probabilities_at(data.logits[index], hw)
+    h, w = hw
     motion = random_motion(h, w, rng, size=1.0 if draw < 0.4 else flow_residual)
     moved = cv2.warpAffine(probs, motion, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return moved.reshape(h, w, num_classes)
@@ -144,7 +153,8 @@ def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float,
         columns: list[list[np.ndarray]] = [[], [], [], []] if temporal else [[], [], []]
         for i in idx:
             image, mask = data.images[i], data.masks[i]
-            inputs = data.logits[i] if rng.random() < real_share else perturbed_logits(mask, num_classes, rng)
+            inputs = (data.logits[i] if rng.random() < real_share
+                      else perturbed_logits(mask, num_classes, rng, data.logits.shape[1:3]))
             sample = [image, inputs]
             if temporal:
                 sample.append(previous_probabilities(data, int(i), inputs, num_classes, rng, flow_residual))

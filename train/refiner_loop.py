@@ -18,7 +18,14 @@ import tensorflow as tf
 from segrefine_edge.train.config import load_config
 from segrefine_edge.train.data import decode_split
 from segrefine_edge.train.refiner import RefinerConfig, build_discriminator, build_generator
-from segrefine_edge.train.refiner_data import FLOW_RESIDUAL, RefinerSplit, batches, refiner_split, segmenter_logits
+from segrefine_edge.train.refiner_data import (
+    FLOW_RESIDUAL,
+    RefinerSplit,
+    batches,
+    probabilities_at,
+    refiner_split,
+    segmenter_logits,
+)
 from segrefine_edge.train.segmenter import build_segmenter
 
 from segrefine_edge.datasets import find_pairs, read_class_info
@@ -122,7 +129,7 @@ def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], n
         feeds = [data.images[i][None].astype(np.float32), data.logits[i][None].astype(np.float32)]
         if temporal:
             flow = motion.flow_to_previous(cv2.cvtColor(data.images[i], cv2.COLOR_RGB2GRAY))
-            current = tf.nn.softmax(feeds[1][0]).numpy()
+            current = probabilities_at(data.logits[i], data.images[i].shape[:2])
             feeds.append((current if previous is None else pull_back(previous, flow, cv2.INTER_LINEAR)[0])[None])
         refined = np.asarray(generator(feeds, training=False))[0]
         previous = tf.nn.softmax(refined).numpy()
@@ -150,9 +157,8 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
     stamp = int(weights.stat().st_mtime)
     data = {}
     for name, split in splits.items():
-        h, w = config.model.input_hw
-        logits = segmenter_logits(predict, split, config.model.input_hw,
-                                  cache_dir / f"refiner_inputs_{name}_{h}x{w}_{stamp}.npy")
+        h, w = config.model.logits_hw
+        logits = segmenter_logits(predict, split, (h, w), cache_dir / f"refiner_inputs_{name}_{h}x{w}_{stamp}.npy")
         data[name] = refiner_split(split, logits, config.model.input_hw)
     generator, discriminator = build_generator(config.model), build_discriminator(config.model)
     g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5)
