@@ -196,6 +196,28 @@ def test_temporal_generator_takes_the_previous_mask_and_starts_as_the_identity()
 
 
 @pytest.mark.train
+def test_class_weights_scale_each_pixels_share_of_the_refiners_loss():
+    """Weighting a class by 3 counts its pixels three times: the weighted loss is the
+    pixel-count-weighted mean, and void stays out."""
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.train.refiner_loop import _ce
+
+    rng = np.random.default_rng(2)
+    refined = rng.normal(0, 2, (1, 8, 8, 3)).astype(np.float32)
+    mask = np.zeros((1, 8, 8), np.int32)
+    mask[0, :, 4:] = 1
+    mask[0, 0, 0] = 255                                           # void
+    plain = float(_ce(refined, mask, 3, boundary_weight=0.0))
+    weighted = float(_ce(refined, mask, 3, boundary_weight=0.0, class_weight=np.array([1.0, 3.0, 1.0], np.float32)))
+    z = refined[0] - refined[0].max(-1, keepdims=True)
+    ce = -(z - np.log(np.exp(z).sum(-1, keepdims=True)))
+    per_pixel = np.take_along_axis(ce, np.where(mask[0] == 255, 0, mask[0])[..., None], -1)[..., 0]
+    w = np.where(mask[0] == 255, 0.0, np.where(mask[0] == 1, 3.0, 1.0))
+    assert plain == pytest.approx(per_pixel[mask[0] != 255].mean(), rel=1e-5)
+    assert weighted == pytest.approx((per_pixel * w).sum() / w.sum(), rel=1e-5)
+
+
+@pytest.mark.train
 def test_temporal_batches_hold_a_moved_previous_mask():
     pytest.importorskip("tensorflow")
     from segrefine_edge.train.refiner_data import RefinerSplit, batches

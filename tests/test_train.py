@@ -69,6 +69,9 @@ def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
     (empty / "images").mkdir(parents=True)
     (empty / "masks").mkdir()
     assert "no image/mask pairs" in _error_line(_train(empty, tmp_path / "b"))
+    weighting = _train(tiny_camvid, tmp_path / "w", "--set", "class_weighting=inverse")
+    assert "class weighting 'inverse' is not one of" in _error_line(weighting)
+    assert not (tmp_path / "w").exists()
     mask = sorted((tiny_camvid / "trainannot").iterdir())[0]
     import cv2
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from segrefine_edge.datasets import Pair
-from segrefine_edge.errors import DatasetError
+from segrefine_edge.errors import DatasetError, SegrefineError
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,18 @@ def training_dataset(split: DecodedSplit, cfg: AugmentConfig, batch: int, void: 
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+CLASS_WEIGHTINGS = ("none", "median", "sqrt_median")
+
+
 def class_weights(split: DecodedSplit, num_classes: int, mode: str) -> np.ndarray | None:
     """Median-frequency class weights (Eigen & Fergus), or their square root, or None.
 
     The square root keeps the rare classes (Pole, SignSymbol, Pedestrian, Bicyclist) boosted
     without letting them dominate the common ones.
     """
+    if mode not in CLASS_WEIGHTINGS:
+        raise SegrefineError(f"class weighting '{mode}' is not one of {', '.join(CLASS_WEIGHTINGS)}; "
+                             "set class_weighting=none, median or sqrt_median")
     if mode == "none":
         return None
     counts = np.zeros(num_classes, np.float64)
@@ -142,6 +148,4 @@ def class_weights(split: DecodedSplit, num_classes: int, mode: str) -> np.ndarra
     weights[freq == 0] = 0.0
     if mode == "sqrt_median":
         weights = np.sqrt(weights)
-    elif mode != "median":
-        raise ValueError(f"class weighting must be none, median or sqrt_median, not {mode!r}")
     return weights.astype(np.float32)

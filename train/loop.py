@@ -132,6 +132,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     val = decode_split(find_pairs(config.data, config.val_split), num_classes, void)
     if config.val_limit:
         val = DecodedSplit(val.images[: config.val_limit], val.masks[: config.val_limit], val.skipped)
+    weights = class_weights(train, num_classes, config.class_weighting)
     # Only the chief writes the run; other workers keep their (required) checkpoint copies aside.
     if chief:
         run.mkdir(parents=True, exist_ok=True)         # only once the inputs are known good
@@ -144,8 +145,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay)
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    loss_fn = segmentation_loss(num_classes, class_weights(train, num_classes, config.class_weighting),
-                                config.ohem_fraction)
+    loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, checkpoints, max_to_keep=2)
     best = -1.0

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from segrefine_edge.train.config import load_config
-from segrefine_edge.train.data import decode_split
+from segrefine_edge.train.data import class_weights, decode_split
 from segrefine_edge.train.refiner import RefinerConfig, build_discriminator, build_generator
 from segrefine_edge.train.refiner_data import (
     FLOW_RESIDUAL,
@@ -46,6 +46,7 @@ class RefinerTrainConfig:
     lr_discriminator: float = 4e-4      # two time-scale update rule: D learns faster
     adversarial_weight: float = 0.0     # 0: cross-entropy only; the GAN refiner uses ~0.001-0.01
     boundary_weight: float = 2.0        # extra CE weight within 2 px of a ground-truth boundary
+    class_weighting: str = "none"       # or median / sqrt_median: the thin classes the segmenter misses
     label_smoothing: float = 0.1        # softened real maps, so confidence alone does not give fakes away
     real_share: float = 0.7             # real segmenter outputs vs perturbed ground truth
     flow_residual: float = FLOW_RESIDUAL  # temporal: motion left after flow alignment
@@ -93,13 +94,16 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
     return predict, source, source / "best.weights.h5"
 
 
-def _ce(refined: tf.Tensor, mask: tf.Tensor, num_classes: int, boundary_weight: float) -> tf.Tensor:
+def _ce(refined: tf.Tensor, mask: tf.Tensor, num_classes: int, boundary_weight: float,
+        class_weight: np.ndarray | None = None) -> tf.Tensor:
     valid = mask < num_classes
     safe = tf.where(valid, mask, 0)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, refined)
     m = tf.cast(safe, tf.float32)[..., None]
     near_edge = tf.nn.max_pool2d(m, 5, 1, "SAME") != -tf.nn.max_pool2d(-m, 5, 1, "SAME")
     weight = tf.cast(valid, tf.float32) * (1.0 + boundary_weight * tf.cast(near_edge[..., 0], tf.float32))
+    if class_weight is not None:
+        weight *= tf.gather(tf.constant(class_weight, tf.float32), safe)
     return tf.reduce_sum(ce * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
 
@@ -152,6 +156,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
     splits = {name: decode_split(find_pairs(config.data, name), c, void) for name in ("train", "val")}
+    weights = class_weights(splits["train"], c, config.class_weighting)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps({"kind": "refiner", **dataclasses.asdict(config)}, indent=1))
     stamp = int(weights.stat().st_mtime)
@@ -170,7 +175,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         image = features[0]
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             refined = generator(list(features), training=True)
-            ce = _ce(refined, mask, c, config.boundary_weight)
+            ce = _ce(refined, mask, c, config.boundary_weight, weights)
             fake = tf.nn.softmax(refined)
             g_adv = d_loss = d_acc = tf.constant(0.0)
             if adversarial:
