@@ -89,13 +89,15 @@ def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_w
 
 @pytest.fixture(scope="module")
 def tiny_refiner_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A refiner trained for two steps on the tiny segmenter run (shared by the export tests)."""
+    """A refiner trained for two steps on the tiny segmenter run (shared by the export tests),
+    taking the logits at half its size, as the segmenter gives them."""
     pytest.importorskip("tensorflow")
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     refiner_run = tmp_path_factory.mktemp("refiner") / "run"
     trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out",
                               str(refiner_run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
-                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+                              "--set", "model.input_hw=[32,48]", "--set", "model.logits_stride=2"],
+                             capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     return refiner_run
 
@@ -127,6 +129,7 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, ti
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     refiner = TFLiteRefiner(_convert_int8(tiny_refiner_run, tmp_path / "refiner.tflite"))
     assert sorted(refiner.order) == ["image", "logits"] and refiner.hw == (32, 48)
+    assert refiner._inputs["logits"].shape[1:3] == (16, 24)        # the segmenter's logits go in as they are
     frame = cv2.imread(str(sorted(Path(data, "val").iterdir())[0]))
     labels = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner).process(frame, StageTimer())
     assert labels.shape == frame.shape[:2] and labels.max() < 11
@@ -251,13 +254,11 @@ def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, t
     run = tmp_path / "temporal"
     trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(run),
                               "--temporal", "--steps", "2", "--batch", "2", "--set", "eval_every=2",
-                              "--set", "model.input_hw=[32,48]", "--set", "model.logits_stride=2"],
-                             capture_output=True, text=True, timeout=300)
+                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     refiner = TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite"))
     assert refiner.temporal and sorted(refiner.order) == ["image", "logits", "previous"]
-    # the segmenter's 16x24 logits go in as they are; the previous mask at the refiner's size
-    assert refiner._inputs["logits"].shape[1:3] == (16, 24) and refiner._inputs["previous"].shape[1:3] == (32, 48)
+    assert refiner._inputs["logits"].shape[1:3] == (32, 48)        # the runtime resizes the 16x24 logits
     pipeline = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner)
     frames = [cv2.imread(str(p)) for p in sorted(Path(data, "val").iterdir())[:2]]
     for frame in frames:

@@ -152,14 +152,14 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         raise SegrefineError(f"{run} already holds a run; choose a new --out")
     keras.utils.set_random_seed(config.seed)
     c = config.model.num_classes
-    predict, cache_dir, weights = _frozen_segmenter(Path(config.segmenter), run, c)
+    predict, cache_dir, segmenter_file = _frozen_segmenter(Path(config.segmenter), run, c)
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
     splits = {name: decode_split(find_pairs(config.data, name), c, void) for name in ("train", "val")}
-    weights = class_weights(splits["train"], c, config.class_weighting)
+    pixel_weights = class_weights(splits["train"], c, config.class_weighting)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps({"kind": "refiner", **dataclasses.asdict(config)}, indent=1))
-    stamp = int(weights.stat().st_mtime)
+    stamp = int(segmenter_file.stat().st_mtime)
     data = {}
     for name, split in splits.items():
         h, w = config.model.logits_hw
@@ -175,7 +175,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         image = features[0]
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             refined = generator(list(features), training=True)
-            ce = _ce(refined, mask, c, config.boundary_weight, weights)
+            ce = _ce(refined, mask, c, config.boundary_weight, pixel_weights)
             fake = tf.nn.softmax(refined)
             g_adv = d_loss = d_acc = tf.constant(0.0)
             if adversarial:
