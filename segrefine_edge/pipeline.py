@@ -39,11 +39,16 @@ class FramePipeline:
 
     def process(self, image: np.ndarray, timer: StageTimer) -> np.ndarray:
         with timer.stage("preprocess"):
-            tensor = self.segmenter.preprocess(image)
+            resized = self.segmenter.resize(image)
+            tensor = self.segmenter.to_tensor(resized)
         with timer.stage("segment"):
             scores = self.segmenter.invoke(tensor)
         with timer.stage("refine"):
-            scores = self.refiner.refine(image, scores)
+            # The segmenter's copy of the frame where it is big enough (a whole-factor shrink of
+            # it costs 0.04 ms against 1.4 ms from a 768x576 frame)
+            need_h, need_w = self.refiner.frame_hw
+            big_enough = resized.shape[0] >= need_h and resized.shape[1] >= need_w
+            scores = self.refiner.refine(resized if big_enough else image, scores)
         with timer.stage("postprocess"):
             return labels_at(scores, (image.shape[1], image.shape[0]))
 

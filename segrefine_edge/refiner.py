@@ -26,9 +26,12 @@ TEMPORAL_BLEND = 0.5
 
 class Refiner(Protocol):
     name: str
+    # The smallest (height, width) of frame it can be given without losing detail: a smaller
+    # copy of the same frame (the segmenter's input) is as good as the original from there.
+    frame_hw: tuple[int, int]
 
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
-        """Return refined scores (same classes) for one frame."""
+        """Return refined scores (same classes) for one frame, given at any size."""
 
     def reset(self) -> None:
         """Forget earlier frames: the next frame starts a new sequence."""
@@ -45,6 +48,7 @@ class IdentityRefiner(_Stateless):
     """No refinement: scores pass through untouched (and cost nothing)."""
 
     name = "none"
+    frame_hw = (0, 0)
 
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
         return scores
@@ -59,6 +63,7 @@ class GuidedFilterRefiner(_Stateless):
 
     def __init__(self, radius: int = 4, eps: float = 1e-3, working_width: int = 240) -> None:
         self.radius, self.eps, self.working_width = radius, eps, working_width
+        self.frame_hw = (0, working_width)
 
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
         h, w = frame_bgr.shape[:2]
@@ -113,7 +118,7 @@ class TFLiteRefiner:
             raise ModelError(f"refiner inputs {self.order} are not supported; expected image, "
                              "probabilities or logits, and optionally previous")
         self.name = Path(path).stem
-        self.hw = self.contract.input_hw
+        self.hw = self.frame_hw = self.contract.input_hw
         self.temporal = "previous" in self.order
         self.blend = blend if self.temporal else 0.0
         self._inputs = {name: self.backend.inputs[position] for position, name in enumerate(self.order)}

@@ -177,11 +177,20 @@ class Segmenter:
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Resize, reorder colours and normalise/quantise a BGR frame into the input tensor."""
+        return self.to_tensor(self.resize(frame_bgr))
+
+    def resize(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """The BGR frame at the model's input size (the refiner can reuse it: shrinking it
+        further by a whole factor is much cheaper than shrinking the frame again)."""
         h, w = self.contract.input_hw
-        image = frame_bgr
-        if image.shape[:2] != (h, w):
-            shrink = image.shape[0] > h and image.shape[1] > w
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if frame_bgr.shape[:2] == (h, w):
+            return frame_bgr
+        shrink = frame_bgr.shape[0] > h and frame_bgr.shape[1] > w
+        return cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def to_tensor(self, resized_bgr: np.ndarray) -> np.ndarray:
+        """A BGR image at the model's input size as the input tensor (batch of one)."""
+        image = resized_bgr
         if self.contract.color_order == "RGB":
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         return pixels_to_tensor(image, self._input_map, self.input)[None]

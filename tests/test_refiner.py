@@ -328,3 +328,30 @@ def test_temporal_blend_averages_the_output_with_the_previous_one_along_the_flow
     assert np.abs(mixed - (0.5 * second + 0.5 * first)).max() < 0.02
     with pytest.raises(ModelError, match="outside"):
         TFLiteRefiner(path, blend=1.0)
+
+
+def test_the_refiner_gets_the_segmenters_copy_of_the_frame_where_that_is_big_enough():
+    from segrefine_edge.models import default_model_path
+    from segrefine_edge.pipeline import FramePipeline
+    from segrefine_edge.segmenter import Segmenter
+    from segrefine_edge.timing import StageTimer
+
+    class Recording:
+        name = "recording"
+
+        def __init__(self, frame_hw: tuple[int, int]) -> None:
+            self.frame_hw, self.seen = frame_hw, []
+
+        def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
+            self.seen.append(frame_bgr.shape[:2])
+            return scores
+
+        def reset(self) -> None:
+            return None
+
+    segmenter = Segmenter.open(default_model_path())
+    frame = np.random.default_rng(0).integers(0, 255, (576, 768, 3), dtype=np.uint8)
+    fits, too_small = Recording((176, 240)), Recording((400, 480))
+    for refiner in (fits, too_small):
+        FramePipeline(segmenter, refiner).process(frame, StageTimer())
+    assert fits.seen == [segmenter.contract.input_hw] and too_small.seen == [(576, 768)]
