@@ -16,7 +16,7 @@ from segrefine_edge.backend import open_backend
 from segrefine_edge.contract import resolve_contract
 from segrefine_edge.errors import ModelError
 from segrefine_edge.motion import FlowTracker, pull_back
-from segrefine_edge.segmenter import ScoreMap, pixel_mapping, pixels_to_tensor, quantise
+from segrefine_edge.segmenter import ScoreMap, pixel_mapping, pixels_to_tensor, quantise, to_integers
 
 # Share of the flow-aligned previous output in a temporal refiner's output. Chosen on CamVid
 # val's 0016E5 frames (15 Hz) among 0-0.8: TC rises steadily with it, mIoU holds up to 0.5 and
@@ -131,7 +131,7 @@ class TFLiteRefiner:
         self._motion.reset()
 
     def _tensor(self, name: str, values: np.ndarray) -> np.ndarray:
-        """Real float32 values (which it may overwrite) as input ``name``'s tensor values."""
+        """Real float32 values as input ``name``'s tensor values."""
         info = self._inputs[name]
         return quantise(values, info) if info.quantized else values.astype(info.dtype, copy=False)
 
@@ -143,7 +143,7 @@ class TFLiteRefiner:
         name = "probabilities" if "probabilities" in self.order else "logits"
         h, w = self._inputs[name].shape[1:3]
         real = scores.probabilities() if name == "probabilities" else scores.real()
-        tensor = self._tensor(name, real.copy())        # a float model's output array is the scores' own
+        tensor = self._tensor(name, real)
         if tensor.shape[:2] == (h, w):
             return tensor, name
         shifted = tensor.dtype == np.int8       # OpenCV resizes uint8, not int8
@@ -175,7 +175,7 @@ class TFLiteRefiner:
         aligned = None
         if self.temporal:
             aligned = self._aligned_previous(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-            previous = self._segmenter_probabilities(scores) if aligned is None else aligned.copy()
+            previous = self._segmenter_probabilities(scores) if aligned is None else aligned
             feeds["previous"] = self._tensor("previous", previous)
         for position, name in enumerate(self.order):
             self.backend.set_input(position, feeds[name][None])
@@ -185,15 +185,14 @@ class TFLiteRefiner:
         refined = ScoreMap("logits", out, info.scale if info.quantized else 0.0, info.zero_point if info.quantized else 0)
         if not self.temporal:
             return refined
-        probabilities = refined.probabilities()
+        probabilities = refined.probabilities().astype(np.float32, copy=False)
         if aligned is not None and self.blend:
-            probabilities *= 1.0 - self.blend
-            probabilities += self.blend * aligned
+            probabilities = cv2.addWeighted(probabilities, 1.0 - self.blend, aligned, self.blend, 0.0)
         self._previous = probabilities
         if not self.blend:
             return refined
         # 8-bit probabilities: the postprocess upsamples integer planes faster than floats
-        return ScoreMap("probabilities", np.rint(probabilities * 255.0).astype(np.uint8), 1.0 / 255.0, 0)
+        return ScoreMap("probabilities", to_integers(probabilities, 255.0, 0.0, np.uint8), 1.0 / 255.0, 0)
 
 
 def open_refiner(spec: str | None, runtime: str = "auto", delegate: str = "auto", threads: int = 2,

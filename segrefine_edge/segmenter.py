@@ -136,24 +136,31 @@ def pixels_to_tensor(image: np.ndarray, mapping: tuple[float, float] | None, ten
     if mapping is None:
         return image.view(np.int8) ^ np.int8(-128) if tensor.dtype == np.int8 else image
     a, b = mapping
-    values = image.astype(np.float32) * a + b           # already in the tensor's units
-    return _rounded_into(values, tensor.dtype) if tensor.quantized else values.astype(tensor.dtype, copy=False)
+    if tensor.quantized:                                 # the mapping is already in the tensor's units
+        return to_integers(image, a, b, tensor.dtype)
+    return (image.astype(np.float32) * a + b).astype(tensor.dtype, copy=False)
 
 
 def quantise(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
     """Real values -> the raw integers of a quantised tensor (``values / scale + zero_point``,
-    rounded and clipped); ``values`` is a float32 array it may overwrite."""
-    values *= 1.0 / tensor.scale
-    values += tensor.zero_point
-    return _rounded_into(values, tensor.dtype)
+    rounded and clipped); ``values`` is left as it is."""
+    return to_integers(values, 1.0 / tensor.scale, tensor.zero_point, tensor.dtype)
 
 
-def _rounded_into(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round (in place) and clip float values to an integer dtype's range."""
-    limits = np.iinfo(dtype)
-    np.rint(values, out=values)
-    np.clip(values, limits.min, limits.max, out=values)
-    return values.astype(dtype)
+_CV_DEPTHS = {np.dtype(np.uint8): cv2.CV_8U, np.dtype(np.int8): cv2.CV_8S, np.dtype(np.uint16): cv2.CV_16U,
+              np.dtype(np.int16): cv2.CV_16S, np.dtype(np.int32): cv2.CV_32S}
+
+
+def to_integers(values: np.ndarray, a: float, b: float, dtype: np.dtype) -> np.ndarray:
+    """``a * values + b`` rounded and clipped to an integer dtype's range. OpenCV's saturating
+    arithmetic does it in one pass (0.14-0.18 ms for 176x240x11 floats against 0.40 ms for
+    NumPy's scale, shift, round, clip and cast)."""
+    depth = _CV_DEPTHS.get(np.dtype(dtype))
+    if depth is None:
+        limits = np.iinfo(dtype)
+        return np.clip(np.rint(values.astype(np.float32) * a + b), limits.min, limits.max).astype(dtype)
+    flat = values.reshape(values.shape[0], -1)          # OpenCV arrays have at most 3 axes
+    return cv2.addWeighted(flat, a, flat, 0.0, b, dtype=depth).reshape(values.shape)
 
 
 class Segmenter:
