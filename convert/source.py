@@ -104,6 +104,10 @@ def _is_refiner_run(run: Path) -> bool:
     return json.loads((run / "config.json").read_text()).get("kind") == "refiner"
 
 
+# What a refiner run folder written before a model option existed was trained with.
+_KEYS_BEFORE_THEY_EXISTED = {"softmax_stem": True, "logits_stride": 1}
+
+
 def _from_refiner_run(run: Path) -> ExportSource:
     """A refiner run: the generator at its training size; calibration reuses the segmenter
     logits cached for training, so the int8 ranges match what the refiner will be fed."""
@@ -112,7 +116,7 @@ def _from_refiner_run(run: Path) -> ExportSource:
     recipe = json.loads((run / "config.json").read_text())
     if not (run / "best.weights.h5").is_file():
         raise ModelError(f"refiner run {run} has no best.weights.h5 yet")
-    model_config = dict(recipe["model"])
+    model_config = {**_KEYS_BEFORE_THEY_EXISTED, **recipe["model"]}
     model_config["input_hw"] = tuple(model_config["input_hw"])
     config = RefinerConfig(**model_config)
     generator = build_generator(config)

@@ -43,7 +43,7 @@ def test_generator_starts_as_the_identity(softmax_stem: bool):
     pytest.importorskip("tensorflow")
     from segrefine_edge.train.refiner import RefinerConfig, build_generator
 
-    generator = build_generator(RefinerConfig(input_hw=(32, 48), softmax_stem=softmax_stem))
+    generator = build_generator(RefinerConfig(input_hw=(32, 48), softmax_stem=softmax_stem, logits_stride=1))
     assert any(layer.name == "probabilities" for layer in generator.layers) == softmax_stem
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (2, 32, 48, 3)).astype(np.float32)
@@ -66,6 +66,24 @@ def test_half_size_logits_are_upsampled_in_the_graph_as_the_runtime_resizes():
     logits = rng.normal(0, 3, (1, 16, 24, 11)).astype(np.float32)
     upsampled = cv2.resize(logits[0], (48, 32), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(np.asarray(generator([image, logits]))[0], upsampled, atol=1e-4)
+
+
+@pytest.mark.train
+def test_a_run_folder_from_before_a_model_option_converts_as_it_was_trained(tmp_path: Path):
+    """Run folders written before ``softmax_stem`` and ``logits_stride`` existed were trained
+    with a softmax stem and full-size logits: their config says nothing, the export knows."""
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.convert.source import load_source
+    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+
+    old = RefinerConfig(input_hw=(32, 48), softmax_stem=True, logits_stride=1)
+    build_generator(old).save_weights(tmp_path / "best.weights.h5")
+    model = {"num_classes": 11, "input_hw": [32, 48], "width": 32, "discriminator_width": 64, "temporal": False}
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "refiner", "model": model, "segmenter": "nowhere",
+                                                      "data": str(tmp_path / "no-data")}))
+    source = load_source(tmp_path, None, False)
+    assert [tuple(t.shape[1:3]) for t in source.model.inputs] == [(32, 48), (32, 48)]
+    assert any(layer.name == "probabilities" for layer in source.model.layers)
 
 
 @pytest.mark.train
@@ -149,9 +167,9 @@ def test_refiner_trains_on_a_tflite_segmenter_and_calibrates_from_its_own_run(ti
                               "--out", str(run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
                               "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    caches = sorted(run.glob("refiner_inputs_*_32x48_*.npy"))
+    caches = sorted(run.glob("refiner_inputs_*_16x24_*.npy"))       # the logits input's size
     assert [c.name.split("_")[2] for c in caches] == ["train", "val"]
-    assert np.load(caches[0]).shape == (4, 32, 48, 11)
+    assert np.load(caches[0]).shape == (4, 16, 24, 11)
     assert TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite")).hw == (32, 48)
 
 
@@ -189,7 +207,7 @@ def test_temporal_generator_takes_the_previous_mask_and_starts_as_the_identity()
     pytest.importorskip("tensorflow")
     from segrefine_edge.train.refiner import RefinerConfig, build_generator
 
-    generator = build_generator(RefinerConfig(input_hw=(32, 48), temporal=True))
+    generator = build_generator(RefinerConfig(input_hw=(32, 48), temporal=True, logits_stride=1))
     assert [t.name.split(":")[0] for t in generator.inputs] == ["image", "logits", "previous"]
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (1, 32, 48, 3)).astype(np.float32)
@@ -254,7 +272,8 @@ def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, t
     run = tmp_path / "temporal"
     trained = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(run),
                               "--temporal", "--steps", "2", "--batch", "2", "--set", "eval_every=2",
-                              "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
+                              "--set", "model.input_hw=[32,48]", "--set", "model.logits_stride=1"],
+                             capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     refiner = TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite"))
     assert refiner.temporal and sorted(refiner.order) == ["image", "logits", "previous"]

@@ -29,9 +29,9 @@ class RefinerConfig:
     # a normalisation the first convolution can learn.
     softmax_stem: bool = False
     # The logits input's size is input_hw / logits_stride and the graph upsamples it. At 2 the
-    # segmenter's 88x120 output goes in as it is: no full-size logits tensor to resize and
-    # quantise on the CPU or to read in the first layers.
-    logits_stride: int = 1
+    # segmenter's 88x120 output goes in as it is: no full-size logits tensor for the runtime to
+    # resize and quantise (the invoke itself takes as long: the resize moves into the graph).
+    logits_stride: int = 2
 
     @property
     def logits_hw(self) -> tuple[int, int]:
