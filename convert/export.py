@@ -73,7 +73,7 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
                        if source.role == "refiner"
                        else calibration_images(calib_data, options.calib_split, options.calib_count, hw))
     tflite = to_tflite(model, options.target, calibration, labels_output=options.fuse_argmax,
-                       float_layers=options.float_layers)
+                       float_layers=options.float_layers, signed_inputs=source.role == "refiner")
     meta = metadata(source, options, model, input_names(tflite) if source.role == "refiner" else None)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(options.out, embed_metadata(tflite, meta))

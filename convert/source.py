@@ -105,7 +105,7 @@ def _is_refiner_run(run: Path) -> bool:
 
 
 # What a refiner run folder written before a model option existed was trained with.
-_KEYS_BEFORE_THEY_EXISTED = {"softmax_stem": True, "logits_stride": 1}
+_KEYS_BEFORE_THEY_EXISTED = {"softmax_stem": True, "logits_stride": 1, "head": "conv3x3"}
 
 
 def _from_refiner_run(run: Path) -> ExportSource:

@@ -70,13 +70,14 @@ def test_half_size_logits_are_upsampled_in_the_graph_as_the_runtime_resizes():
 
 @pytest.mark.train
 def test_a_run_folder_from_before_a_model_option_converts_as_it_was_trained(tmp_path: Path):
-    """Run folders written before ``softmax_stem`` and ``logits_stride`` existed were trained
-    with a softmax stem and full-size logits: their config says nothing, the export knows."""
+    """Run folders written before ``softmax_stem``, ``logits_stride`` and ``head`` existed were
+    trained with a softmax stem, full-size logits and a 3x3 full-size layer: their config says
+    nothing, the export knows."""
     pytest.importorskip("tensorflow")
     from segrefine_edge.convert.source import load_source
     from segrefine_edge.train.refiner import RefinerConfig, build_generator
 
-    old = RefinerConfig(input_hw=(32, 48), softmax_stem=True, logits_stride=1)
+    old = RefinerConfig(input_hw=(32, 48), softmax_stem=True, logits_stride=1, head="conv3x3")
     build_generator(old).save_weights(tmp_path / "best.weights.h5")
     model = {"num_classes": 11, "input_hw": [32, 48], "width": 32, "discriminator_width": 64, "temporal": False}
     (tmp_path / "config.json").write_text(json.dumps({"kind": "refiner", "model": model, "segmenter": "nowhere",
@@ -84,6 +85,18 @@ def test_a_run_folder_from_before_a_model_option_converts_as_it_was_trained(tmp_
     source = load_source(tmp_path, None, False)
     assert [tuple(t.shape[1:3]) for t in source.model.inputs] == [(32, 48), (32, 48)]
     assert any(layer.name == "probabilities" for layer in source.model.layers)
+    assert source.model.get_layer("d0").kernel_size == (3, 3)
+
+
+@pytest.mark.train
+def test_an_unknown_refiner_head_is_one_line_before_any_run_folder(tiny_run: Path, tmp_path: Path):
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "refiner"
+    result = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", str(tmp_path),
+                             "--out", str(out), "--set", "model.head=wide"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "refiner head 'wide' is not one of pointwise, conv3x3" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
 
 
 @pytest.mark.train
@@ -148,6 +161,7 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, ti
     refiner = TFLiteRefiner(_convert_int8(tiny_refiner_run, tmp_path / "refiner.tflite"))
     assert sorted(refiner.order) == ["image", "logits"] and refiner.hw == (32, 48)
     assert refiner._inputs["logits"].shape[1:3] == (16, 24)        # the segmenter's logits go in as they are
+    assert {info.dtype for info in refiner._inputs.values()} == {np.dtype(np.int8)}   # no QUANTIZE op in the graph
     frame = cv2.imread(str(sorted(Path(data, "val").iterdir())[0]))
     labels = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner).process(frame, StageTimer())
     assert labels.shape == frame.shape[:2] and labels.max() < 11

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from segrefine_edge.errors import SegrefineError
+
+_HEADS = {
+    "pointwise": lambda x, width: layers.Conv2D(16, 1, name="d0")(x),
+    "conv3x3": lambda x, width: layers.Conv2D(width, 3, padding="same", name="d0")(x),
+}
+
 
 @dataclass
 class RefinerConfig:
@@ -32,6 +39,16 @@ class RefinerConfig:
     # segmenter's 88x120 output goes in as it is: no full-size logits tensor for the runtime to
     # resize and quantise (the invoke itself takes as long: the resize moves into the graph).
     logits_stride: int = 2
+    # The one layer at full size, over the upsampled decoder features and the stem. "pointwise":
+    # a 1x1 convolution to 16 channels, then ReLU; "conv3x3" (the refiners before it): a 3x3
+    # convolution to ``width``. At full size, memory traffic, not arithmetic, sets the time:
+    # the 3x3 layer alone took a third of the refiner's int8 invoke.
+    head: str = "pointwise"
+
+    def __post_init__(self) -> None:
+        if self.head not in _HEADS:
+            raise SegrefineError(f"refiner head '{self.head}' is not one of {', '.join(_HEADS)}; "
+                                 "set model.head=pointwise (the default) or conv3x3")
 
     @property
     def logits_hw(self) -> tuple[int, int]:
@@ -75,7 +92,7 @@ def build_generator(config: RefinerConfig) -> keras.Model:
     d1 = _sep(layers.Concatenate(name="d1_concat")([d1, e1]), f, "d1")
     d0 = layers.UpSampling2D(2, interpolation="bilinear", name="d0_up")(d1)
     d0 = layers.Concatenate(name="d0_concat")([d0, x0])
-    d0 = layers.ReLU(name="d0_relu")(layers.Conv2D(f, 3, padding="same", name="d0")(d0))
+    d0 = layers.ReLU(name="d0_relu")(_HEADS[config.head](d0, f))
     residual = layers.Conv2D(c, 1, kernel_initializer="zeros", name="residual")(d0)
     refined = layers.Add(name="refined")([logits, residual])
     return keras.Model(inputs, refined, name="refiner")
