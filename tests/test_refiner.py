@@ -118,6 +118,39 @@ def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_w
     assert (out / "best.weights.h5").is_file()
 
 
+def _fold_run(tiny_run: Path, folder: Path, held_out: int) -> Path:
+    """A copy of the tiny segmenter run that says it left fold ``held_out`` of 2 out."""
+    folder.mkdir()
+    config = json.loads((tiny_run / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "folds": 2, "held_out": held_out}))
+    (folder / "best.weights.h5").write_bytes((tiny_run / "best.weights.h5").read_bytes())
+    return folder
+
+
+@pytest.mark.train
+def test_refiner_trains_on_held_out_segmenter_outputs_one_run_per_fold(tiny_run: Path, tmp_path: Path):
+    """Each fold run gives (and caches) the logits of the training images it left out; a run
+    that left nothing out is a one-line error before any refiner run folder."""
+    pytest.importorskip("tensorflow")
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    folds = [_fold_run(tiny_run, tmp_path / f"fold{k}", k) for k in (0, 1)]
+    command = [*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--steps", "2", "--batch", "2",
+               "--set", "eval_every=2", "--set", "model.input_hw=[32,48]", "--set", "heldout_share=1.0"]
+    refused = subprocess.run([*command, "--out", str(tmp_path / "refused"), "--heldout-segmenter", str(tiny_run)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "has no held-out fold" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
+    one_fold = subprocess.run([*command, "--out", str(tmp_path / "one"), "--heldout-segmenter", str(folds[0])],
+                              capture_output=True, text=True, timeout=300)
+    assert one_fold.returncode != 0 and "are in no held-out fold" in one_fold.stderr
+    trained = subprocess.run([*command, "--out", str(tmp_path / "run"), "--heldout-segmenter", str(folds[0]),
+                              "--heldout-segmenter", str(folds[1])], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    for fold in folds:                          # two of the four training images each
+        assert np.load(next(fold.glob("refiner_inputs_heldout_16x24_*.npy"))).shape == (2, 16, 24, 11)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["heldout_segmenters"] == [str(f) for f in folds]
+
+
 @pytest.fixture(scope="module")
 def tiny_refiner_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A refiner trained for two steps on the tiny segmenter run (shared by the export tests),
@@ -269,6 +302,20 @@ def test_temporal_batches_hold_a_moved_previous_mask():
     # moved copies: in some samples the previous mask's edge is no longer where the mask's is
     moved = [not np.array_equal(previous[i].argmax(-1), mask[i]) for i in range(16)]
     assert any(moved)
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("heldout_share", [0.0, 0.5, 1.0])
+def test_held_out_logits_make_their_share_of_the_real_inputs(heldout_share: float):
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.train.refiner_data import RefinerSplit, batches
+
+    rng = np.random.default_rng(6)
+    data = RefinerSplit(rng.integers(0, 255, (3, 8, 12, 3), dtype=np.uint8), np.zeros((3, 8, 12), np.uint8),
+                        np.zeros((3, 8, 12, 4), np.float16), heldout_logits=np.ones((3, 8, 12, 4), np.float16))
+    _, inputs, _ = next(batches(data, 400, 4, real_share=1.0, seed=0, heldout_share=heldout_share))
+    share = float((inputs[:, 0, 0, 0] == 1.0).mean())
+    assert share == pytest.approx(heldout_share, abs=0.07)
 
 
 @pytest.mark.train

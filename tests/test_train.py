@@ -72,6 +72,9 @@ def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
     weighting = _train(tiny_camvid, tmp_path / "w", "--set", "class_weighting=inverse")
     assert "class weighting 'inverse' is not one of" in _error_line(weighting)
     assert not (tmp_path / "w").exists()
+    fold = _train(tiny_camvid, tmp_path / "f", "--set", "folds=2", "--set", "held_out=2")
+    assert "fold 2 of 2 does not exist" in _error_line(fold)
+    assert not (tmp_path / "f").exists()
     mask = sorted((tiny_camvid / "trainannot").iterdir())[0]
     import cv2
 
@@ -122,3 +125,22 @@ def test_multi_worker_without_a_cluster_says_what_is_missing(tiny_camvid: Path, 
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     result = _train(tiny_camvid, tmp_path / "run", "--strategy", "multi-worker", env=env)
     assert "needs TF_CONFIG" in _error_line(result)
+
+
+def test_lovasz_softmax_is_the_mean_jaccard_loss_on_hard_predictions():
+    """On one-hot probabilities the Lovasz extension is exact: the mean of 1 - IoU over the
+    classes present in the truth; void pixels count nowhere."""
+    import tensorflow as tf
+    from segrefine_edge.train.losses import lovasz_softmax
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (2, 6, 7))
+    labels[0, 0, :3] = 255
+    pred = rng.integers(0, 4, (2, 6, 7))
+    valid = labels < 4
+    ious = [((labels == c) & (pred == c) & valid).sum() / (((labels == c) | (pred == c)) & valid).sum()
+            for c in range(4) if ((labels == c) & valid).any()]
+    loss = float(lovasz_softmax(tf.constant(np.eye(4)[pred] * 100.0, tf.float32), tf.constant(labels), 4))
+    assert loss == pytest.approx(1 - np.mean(ious), abs=1e-5)
+    perfect = tf.constant(np.eye(4)[np.where(valid, labels, 0)] * 100.0, tf.float32)
+    assert float(lovasz_softmax(perfect, tf.constant(labels), 4)) == pytest.approx(0.0, abs=1e-6)

@@ -36,10 +36,15 @@ class TrainConfig:
     schedule: str = "poly"
     class_weighting: str = "sqrt_median"
     ohem_fraction: float = 0.0
+    lovasz_weight: float = 0.0
     seed: int = 0
     strategy: str = "default"
     steps_per_epoch: int | None = None
     val_limit: int | None = None
+    # folds > 1 leaves fold ``held_out`` of the training split out (see train/folds.py): its
+    # outputs on that fold are a refiner's training inputs from unseen images
+    folds: int = 1
+    held_out: int = 0
 
 
 def _from_dict(cls: type, values: dict[str, Any]):

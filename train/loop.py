@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from segrefine_edge.train.config import TrainConfig, config_to_dict, load_config
 from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split, training_dataset
+from segrefine_edge.train.folds import without_fold
 from segrefine_edge.train.losses import segmentation_loss
 from segrefine_edge.train.segmenter import build_segmenter
 
@@ -128,7 +129,8 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
     num_classes = config.model.num_classes
-    train = decode_split(find_pairs(config.data, config.train_split), num_classes, void)
+    train_pairs = without_fold(find_pairs(config.data, config.train_split), config.folds, config.held_out)
+    train = decode_split(train_pairs, num_classes, void)
     val = decode_split(find_pairs(config.data, config.val_split), num_classes, void)
     if config.val_limit:
         val = DecodedSplit(val.images[: config.val_limit], val.masks[: config.val_limit], val.skipped)
@@ -145,7 +147,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay)
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction)
+    loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction, config.lovasz_weight)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, checkpoints, max_to_keep=2)
     best = -1.0

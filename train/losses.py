@@ -6,11 +6,13 @@ import numpy as np
 import tensorflow as tf
 
 
-def segmentation_loss(num_classes: int, class_weights: np.ndarray | None = None, ohem_fraction: float = 0.0):
+def segmentation_loss(num_classes: int, class_weights: np.ndarray | None = None, ohem_fraction: float = 0.0,
+                      lovasz_weight: float = 0.0):
     """Pixel cross-entropy on logits; labels outside [0, num_classes) (void) never count.
 
     ``ohem_fraction`` in (0, 1] keeps only the hardest share of valid pixels in the batch
-    (online hard example mining), which helps thin classes that a mean loss drowns.
+    (online hard example mining), which helps thin classes that a mean loss drowns;
+    ``lovasz_weight`` adds that much Lovasz-softmax, which weighs every class alike.
     """
     weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
@@ -26,7 +28,41 @@ def segmentation_loss(num_classes: int, class_weights: np.ndarray | None = None,
         if ohem_fraction > 0:
             k = tf.maximum(tf.cast(tf.reduce_sum(tf.cast(valid, tf.float32)) * ohem_fraction, tf.int32), 1)
             hardest, idx = tf.math.top_k(ce, k)
-            return tf.reduce_sum(hardest) / tf.maximum(tf.reduce_sum(tf.gather(w, idx)), 1e-6)
-        return tf.reduce_sum(ce) / tf.maximum(tf.reduce_sum(w), 1e-6)
+            mean = tf.reduce_sum(hardest) / tf.maximum(tf.reduce_sum(tf.gather(w, idx)), 1e-6)
+        else:
+            mean = tf.reduce_sum(ce) / tf.maximum(tf.reduce_sum(w), 1e-6)
+        if lovasz_weight:
+            mean += lovasz_weight * lovasz_softmax(y_pred, labels, num_classes)
+        return mean
 
     return loss
+
+
+def lovasz_softmax(logits: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """Berman et al.'s Lovasz-softmax loss over a batch: the convex surrogate of 1 - IoU for
+    each class present in ``labels``, averaged over those classes; void (labels outside
+    [0, num_classes)) is left out.
+
+    Cross-entropy weighs every pixel alike, so a class with few pixels (a pole) counts for
+    little; mean IoU and mean Boundary F weigh every class alike, and this loss does too.
+    On hard (one-hot) probabilities it equals the mean of 1 - IoU exactly.
+    """
+    labels = tf.reshape(labels, [-1])
+    valid = (labels >= 0) & (labels < num_classes)
+    probabilities = tf.boolean_mask(tf.reshape(tf.nn.softmax(tf.cast(logits, tf.float32)), [-1, num_classes]), valid)
+    labels = tf.boolean_mask(labels, valid)
+    losses, present = [], []
+    for c in range(num_classes):
+        truth = tf.cast(tf.equal(labels, c), tf.float32)
+        errors = tf.abs(truth - probabilities[:, c])
+        errors_sorted, order = tf.math.top_k(errors, k=tf.shape(errors)[0])
+        truth_sorted = tf.gather(truth, order)
+        total = tf.reduce_sum(truth_sorted)
+        intersection = total - tf.cumsum(truth_sorted)
+        union = total + tf.cumsum(1.0 - truth_sorted)
+        jaccard = 1.0 - intersection / tf.maximum(union, 1e-6)
+        gradient = tf.concat([jaccard[:1], jaccard[1:] - jaccard[:-1]], 0)
+        losses.append(tf.tensordot(errors_sorted, tf.stop_gradient(gradient), 1))
+        present.append(total > 0)
+    mask = tf.cast(tf.stack(present), tf.float32)
+    return tf.reduce_sum(tf.stack(losses) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)

@@ -26,6 +26,7 @@ class RefinerSplit:
     images: np.ndarray      # N x H x W x 3 uint8 RGB
     masks: np.ndarray       # N x H x W uint8 (void kept)
     logits: np.ndarray      # N x h x w x C float16, the segmenter's
+    heldout_logits: np.ndarray | None = None    # the same from segmenters that never saw the image
 
 
 def segmenter_logits(predict: Callable[[np.ndarray], np.ndarray], split: DecodedSplit, out_hw: tuple[int, int],
@@ -142,10 +143,11 @@ def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, 
 
 
 def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float, seed: int,
-            temporal: bool = False, flow_residual: float = FLOW_RESIDUAL):
+            temporal: bool = False, flow_residual: float = FLOW_RESIDUAL, heldout_share: float = 0.0):
     """Endless batches of the generator's inputs and the mask: (image, input logits[, previous
-    probabilities], mask). Input logits are the real segmenter's with probability
-    ``real_share``, perturbed ground truth otherwise; random horizontal flips."""
+    probabilities], mask). Input logits are a real segmenter's with probability ``real_share``
+    (of those, ``heldout_share`` from a held-out fold's segmenter where the split has them),
+    perturbed ground truth otherwise; random horizontal flips."""
     rng = np.random.default_rng(seed)
     n = len(data.images)
     while True:
@@ -153,8 +155,12 @@ def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float,
         columns: list[list[np.ndarray]] = [[], [], [], []] if temporal else [[], [], []]
         for i in idx:
             image, mask = data.images[i], data.masks[i]
-            inputs = (data.logits[i] if rng.random() < real_share
-                      else perturbed_logits(mask, num_classes, rng, data.logits.shape[1:3]))
+            if rng.random() >= real_share:
+                inputs = perturbed_logits(mask, num_classes, rng, data.logits.shape[1:3])
+            elif data.heldout_logits is not None and rng.random() < heldout_share:
+                inputs = data.heldout_logits[i]
+            else:
+                inputs = data.logits[i]
             sample = [image, inputs]
             if temporal:
                 sample.append(previous_probabilities(data, int(i), inputs, num_classes, rng, flow_residual))

@@ -16,7 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 from segrefine_edge.train.config import load_config
-from segrefine_edge.train.data import class_weights, decode_split
+from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split
+from segrefine_edge.train.folds import fold_of
+from segrefine_edge.train.losses import lovasz_softmax
 from segrefine_edge.train.refiner import RefinerConfig, build_discriminator, build_generator
 from segrefine_edge.train.refiner_data import (
     FLOW_RESIDUAL,
@@ -28,7 +30,7 @@ from segrefine_edge.train.refiner_data import (
 )
 from segrefine_edge.train.segmenter import build_segmenter
 
-from segrefine_edge.datasets import find_pairs, read_class_info
+from segrefine_edge.datasets import Pair, find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
 from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
 
@@ -46,10 +48,15 @@ class RefinerTrainConfig:
     lr_discriminator: float = 4e-4      # two time-scale update rule: D learns faster
     adversarial_weight: float = 0.0     # 0: cross-entropy only; the GAN refiner uses ~0.001-0.01
     boundary_weight: float = 2.0        # extra CE weight within 2 px of a ground-truth boundary
+    lovasz_weight: float = 0.0          # + this x Lovasz-softmax: every class counts alike, as in mean IoU
     class_weighting: str = "none"       # or median / sqrt_median: the thin classes the segmenter misses
     label_smoothing: float = 0.1        # softened real maps, so confidence alone does not give fakes away
     real_share: float = 0.7             # real segmenter outputs vs perturbed ground truth
     flow_residual: float = FLOW_RESIDUAL  # temporal: motion left after flow alignment
+    # Segmenter runs trained with one fold of the training split left out (train/folds.py), one
+    # per fold: their outputs on the fold they never saw make ``heldout_share`` of the real inputs
+    heldout_segmenters: list[str] = dataclasses.field(default_factory=list)
+    heldout_share: float = 0.5
     eval_every: int = 250
     seed: int = 0
 
@@ -92,6 +99,30 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
         x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
         return np.asarray(logits(x[None], training=False))[0]
     return predict, source, source / "best.weights.h5"
+
+
+def _heldout_logits(runs: list[str], split: DecodedSplit, pairs: list[Pair], num_classes: int,
+                    hw: tuple[int, int]) -> np.ndarray:
+    """Each training image's logits from the segmenter run that left its fold out."""
+    kept = [pair for pair in pairs if str(pair.image) not in set(split.skipped)]
+    heldout: list[np.ndarray | None] = [None] * len(kept)
+    for name in runs:
+        run = Path(name)
+        config = load_config(run / "config.json")
+        if config.folds < 2:
+            raise SegrefineError(f"segmenter run {run} trained on the whole split: it has no held-out fold; pass runs "
+                                 "trained with --set folds=2 --set held_out=K, one per fold")
+        predict, cache_dir, weights = _frozen_segmenter(run, run, num_classes)
+        chosen = [i for i, fold in enumerate(fold_of(kept, config.folds)) if fold == config.held_out]
+        cache = cache_dir / f"refiner_inputs_heldout_{hw[0]}x{hw[1]}_{int(weights.stat().st_mtime)}.npy"
+        logits = segmenter_logits(predict, DecodedSplit([split.images[i] for i in chosen], [], []), hw, cache)
+        for index, values in zip(chosen, logits, strict=True):
+            heldout[index] = values
+    missing = [kept[i].image.name for i, values in enumerate(heldout) if values is None]
+    if missing:
+        raise SegrefineError(f"{len(missing)} training images ({missing[0]}, ...) are in no held-out fold of "
+                             f"{', '.join(runs)}; pass one segmenter run per fold")
+    return np.stack(heldout)
 
 
 def _ce(refined: tf.Tensor, mask: tf.Tensor, num_classes: int, boundary_weight: float,
@@ -155,8 +186,11 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
     predict, cache_dir, segmenter_file = _frozen_segmenter(Path(config.segmenter), run, c)
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
-    splits = {name: decode_split(find_pairs(config.data, name), c, void) for name in ("train", "val")}
+    pairs = {name: find_pairs(config.data, name) for name in ("train", "val")}
+    splits = {name: decode_split(pairs[name], c, void) for name in ("train", "val")}
     pixel_weights = class_weights(splits["train"], c, config.class_weighting)
+    heldout = (_heldout_logits(config.heldout_segmenters, splits["train"], pairs["train"], c, config.model.logits_hw)
+               if config.heldout_segmenters else None)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps({"kind": "refiner", **dataclasses.asdict(config)}, indent=1))
     stamp = int(segmenter_file.stat().st_mtime)
@@ -165,6 +199,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         h, w = config.model.logits_hw
         logits = segmenter_logits(predict, split, (h, w), cache_dir / f"refiner_inputs_{name}_{h}x{w}_{stamp}.npy")
         data[name] = refiner_split(split, logits, config.model.input_hw)
+    data["train"].heldout_logits = heldout
     generator, discriminator = build_generator(config.model), build_discriminator(config.model)
     g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5)
     d_opt = keras.optimizers.Adam(config.lr_discriminator, beta_1=0.5)
@@ -176,6 +211,8 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             refined = generator(list(features), training=True)
             ce = _ce(refined, mask, c, config.boundary_weight, pixel_weights)
+            if config.lovasz_weight:
+                ce += config.lovasz_weight * lovasz_softmax(refined, mask, c)
             fake = tf.nn.softmax(refined)
             g_adv = d_loss = d_acc = tf.constant(0.0)
             if adversarial:
@@ -199,7 +236,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
 
     writer = tf.summary.create_file_writer(str(run / "tensorboard"))
     stream = batches(data["train"], config.batch, c, config.real_share, config.seed, config.model.temporal,
-                     config.flow_residual)
+                     config.flow_residual, config.heldout_share)
     truth = splits["val"].masks
     best, started = None, time.monotonic()
     for i in range(1, config.steps + 1):

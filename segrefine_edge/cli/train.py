@@ -54,11 +54,14 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
               help="Weight of the PatchGAN loss; 0 trains the cross-entropy-only refiner.")
 @click.option("--temporal", is_flag=True,
               help="Video refiner: also takes the previous frame's refined mask (trained on moved copies).")
+@click.option("--heldout-segmenter", "heldout", multiple=True, metavar="RUN",
+              help="A segmenter run trained with one fold left out (--set folds=2 --set held_out=K), once per "
+                   "fold: its outputs on that fold are inputs from images it never saw.")
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config value.")
-def refiner(segmenter, data, run_dir, adversarial_weight, temporal, steps, batch, seed, overrides) -> None:
+def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, steps, batch, seed, overrides) -> None:
     """Train the boundary refiner on the frozen segmenter's outputs (CE, or CE + adversarial)."""
     require_tensorflow("train")
     from segrefine_edge.train.config import apply_overrides
@@ -70,7 +73,7 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, steps, batch
             raise click.UsageError("this build ships no default segmenter; pass a run folder or a .tflite model")
         segmenter = str(shipped)
     flags = {"segmenter": segmenter, "data": data, "adversarial_weight": adversarial_weight, "steps": steps,
-             "batch": batch, "seed": seed, "model.temporal": temporal}
+             "batch": batch, "seed": seed, "model.temporal": temporal, "heldout_segmenters": list(heldout)}
     config = apply_overrides(RefinerTrainConfig(), [*(f"{k}={json.dumps(v)}" for k, v in flags.items()), *overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     best = train_refiner(config, run_dir)

@@ -1,0 +1,35 @@
+"""Folds of a video training split: contiguous chunks of each sequence, every image in one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from segrefine_edge.train.folds import fold_of, without_fold
+
+from segrefine_edge.datasets import Pair
+from segrefine_edge.errors import SegrefineError
+
+
+def _pairs(names: list[str]) -> list[Pair]:
+    return [Pair(Path("img") / name, Path("ann") / name) for name in names]
+
+
+def test_each_sequence_is_cut_into_contiguous_chunks():
+    names = [f"A_{i:03d}.png" for i in range(6)] + [f"B_{i:03d}.png" for i in range(3)]
+    pairs = _pairs(names[::-1])                  # the split's order does not matter, frame names do
+    folds = dict(zip((p.image.name for p in pairs), fold_of(pairs, 2), strict=True))
+    assert [folds[f"A_{i:03d}.png"] for i in range(6)] == [0, 0, 0, 1, 1, 1]
+    assert [folds[f"B_{i:03d}.png"] for i in range(3)] == [0, 0, 1]
+
+
+def test_a_fold_run_trains_on_every_other_fold():
+    pairs = _pairs([f"A_{i:03d}.png" for i in range(4)])
+    assert [p.image.name for p in without_fold(pairs, 2, 1)] == ["A_000.png", "A_001.png"]
+    assert without_fold(pairs, 1, 0) == pairs
+
+
+@pytest.mark.parametrize("folds, held_out", [(2, 2), (0, 0), (3, -1)])
+def test_a_fold_that_does_not_exist_is_one_line(folds: int, held_out: int):
+    with pytest.raises(SegrefineError, match="does not exist; set folds >= 2"):
+        without_fold(_pairs(["A_000.png"]), folds, held_out)
