@@ -100,14 +100,15 @@ def test_an_unknown_refiner_head_is_one_line_before_any_run_folder(tiny_run: Pat
 
 
 @pytest.mark.train
-@pytest.mark.parametrize("adversarial_weight", ["0", "0.01"])
-def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_weight: str):
+@pytest.mark.parametrize("adversarial_weight, lovasz_weight", [("0", "0"), ("0.01", "0.5")])
+def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_weight: str, lovasz_weight: str):
     pytest.importorskip("tensorflow")
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     out = tmp_path / "refiner"
     result = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(out),
                              "--steps", "4", "--batch", "2", "--adversarial-weight", adversarial_weight,
-                             "--set", "eval_every=2", "--set", "model.input_hw=[32,48]"],
+                             "--set", "eval_every=2", "--set", "model.input_hw=[32,48]",
+                             "--set", f"lovasz_weight={lovasz_weight}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]

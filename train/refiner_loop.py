@@ -104,7 +104,12 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
 def _heldout_logits(runs: list[str], split: DecodedSplit, pairs: list[Pair], num_classes: int,
                     hw: tuple[int, int]) -> np.ndarray:
     """Each training image's logits from the segmenter run that left its fold out."""
-    kept = [pair for pair in pairs if str(pair.image) not in set(split.skipped)]
+    skipped = set(split.skipped)
+    position, kept = {}, []                     # pair index -> index into split.images
+    for index, pair in enumerate(pairs):
+        if str(pair.image) not in skipped:
+            position[index] = len(kept)
+            kept.append(pair)
     heldout: list[np.ndarray | None] = [None] * len(kept)
     for name in runs:
         run = Path(name)
@@ -113,7 +118,9 @@ def _heldout_logits(runs: list[str], split: DecodedSplit, pairs: list[Pair], num
             raise SegrefineError(f"segmenter run {run} trained on the whole split: it has no held-out fold; pass runs "
                                  "trained with --set folds=2 --set held_out=K, one per fold")
         predict, cache_dir, weights = _frozen_segmenter(run, run, num_classes)
-        chosen = [i for i, fold in enumerate(fold_of(kept, config.folds)) if fold == config.held_out]
+        # the folds the segmenter run cut, over every pair (readable or not)
+        chosen = [position[i] for i, fold in enumerate(fold_of(pairs, config.folds))
+                  if fold == config.held_out and i in position]
         cache = cache_dir / f"refiner_inputs_heldout_{hw[0]}x{hw[1]}_{int(weights.stat().st_mtime)}.npy"
         logits = segmenter_logits(predict, DecodedSplit([split.images[i] for i in chosen], [], []), hw, cache)
         for index, values in zip(chosen, logits, strict=True):
@@ -211,8 +218,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             refined = generator(list(features), training=True)
             ce = _ce(refined, mask, c, config.boundary_weight, pixel_weights)
-            if config.lovasz_weight:
-                ce += config.lovasz_weight * lovasz_softmax(refined, mask, c)
+            supervised = ce + config.lovasz_weight * lovasz_softmax(refined, mask, c) if config.lovasz_weight else ce
             fake = tf.nn.softmax(refined)
             g_adv = d_loss = d_acc = tf.constant(0.0)
             if adversarial:
@@ -223,7 +229,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
                 d_acc = 0.5 * (tf.reduce_mean(tf.cast(d_real > 0, tf.float32))
                                + tf.reduce_mean(tf.cast(d_fake_for_d < 0, tf.float32)))
                 g_adv = -tf.reduce_mean(discriminator([image, fake], training=True))
-            g_loss = ce + config.adversarial_weight * g_adv
+            g_loss = supervised + config.adversarial_weight * g_adv
         g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
         g_opt.apply_gradients(zip(g_grads, generator.trainable_variables, strict=True))
         d_norm = tf.constant(0.0)
