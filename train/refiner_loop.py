@@ -103,32 +103,36 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
 
 def _heldout_logits(runs: list[str], split: DecodedSplit, pairs: list[Pair], num_classes: int,
                     hw: tuple[int, int]) -> np.ndarray:
-    """Each training image's logits from the segmenter run that left its fold out."""
+    """Each training image's logits from the segmenter run that left its fold out. The runs'
+    configs are checked to cover every image before any segmenter runs."""
     skipped = set(split.skipped)
-    position, kept = {}, []                     # pair index -> index into split.images
+    position: dict[int, int] = {}               # pair index -> index into split.images
     for index, pair in enumerate(pairs):
         if str(pair.image) not in skipped:
-            position[index] = len(kept)
-            kept.append(pair)
-    heldout: list[np.ndarray | None] = [None] * len(kept)
+            position[index] = len(position)
+    plan, covered = [], set()
     for name in runs:
         run = Path(name)
         config = load_config(run / "config.json")
         if config.folds < 2:
             raise SegrefineError(f"segmenter run {run} trained on the whole split: it has no held-out fold; pass runs "
                                  "trained with --set folds=2 --set held_out=K, one per fold")
-        predict, cache_dir, weights = _frozen_segmenter(run, run, num_classes)
         # the folds the segmenter run cut, over every pair (readable or not)
         chosen = [position[i] for i, fold in enumerate(fold_of(pairs, config.folds))
                   if fold == config.held_out and i in position]
+        plan.append((run, chosen))
+        covered.update(chosen)
+    missing = [pairs[i].image.name for i, kept in position.items() if kept not in covered]
+    if missing:
+        raise SegrefineError(f"{len(missing)} training images ({missing[0]}, ...) are in no held-out fold of "
+                             f"{', '.join(runs)}; pass one segmenter run per fold")
+    heldout: list[np.ndarray | None] = [None] * len(position)
+    for run, chosen in plan:
+        predict, cache_dir, weights = _frozen_segmenter(run, run, num_classes)
         cache = cache_dir / f"refiner_inputs_heldout_{hw[0]}x{hw[1]}_{int(weights.stat().st_mtime)}.npy"
         logits = segmenter_logits(predict, DecodedSplit([split.images[i] for i in chosen], [], []), hw, cache)
         for index, values in zip(chosen, logits, strict=True):
             heldout[index] = values
-    missing = [kept[i].image.name for i, values in enumerate(heldout) if values is None]
-    if missing:
-        raise SegrefineError(f"{len(missing)} training images ({missing[0]}, ...) are in no held-out fold of "
-                             f"{', '.join(runs)}; pass one segmenter run per fold")
     return np.stack(heldout)
 
 
