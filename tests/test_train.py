@@ -72,6 +72,8 @@ def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
     weighting = _train(tiny_camvid, tmp_path / "w", "--set", "class_weighting=inverse")
     assert "class weighting 'inverse' is not one of" in _error_line(weighting)
     assert not (tmp_path / "w").exists()
+    ema = _train(tiny_camvid, tmp_path / "e", "--set", "ema_momentum=1")
+    assert "ema_momentum 1 must be in [0, 1)" in _error_line(ema)
     fold = _train(tiny_camvid, tmp_path / "f", "--set", "folds=2", "--set", "held_out=2")
     assert "fold 2 of 2 does not exist" in _error_line(fold)
     assert not (tmp_path / "f").exists()
@@ -105,7 +107,7 @@ def test_two_multi_worker_mirrored_workers_train_in_step_on_loopback(tiny_camvid
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         command = [*CLI, "train", "segmenter", "--data", str(tiny_camvid), "--out", str(tmp_path / f"run{index}"),
-                   *TINY, "--epochs", "2", "--strategy", "multi-worker"]
+                   *TINY, "--epochs", "2", "--strategy", "multi-worker", "--set", "ema_momentum=0.9"]
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         outputs = [w.communicate(timeout=400) for w in workers]
@@ -116,6 +118,7 @@ def test_two_multi_worker_mirrored_workers_train_in_step_on_loopback(tiny_camvid
         assert w.returncode == 0, err[-3000:]
     history = [json.loads(line) for line in (tmp_path / "run0" / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["loss"]) for h in history)
+    assert all(0 <= h["val_miou_raw"] <= 1 for h in history)      # averaged weights scored beside the raw
     assert not (tmp_path / "run1").exists()                  # only the chief writes the run
 
 
@@ -125,6 +128,30 @@ def test_multi_worker_without_a_cluster_says_what_is_missing(tiny_camvid: Path, 
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     result = _train(tiny_camvid, tmp_path / "run", "--strategy", "multi-worker", env=env)
     assert "needs TF_CONFIG" in _error_line(result)
+
+
+def test_averaged_weights_are_the_ones_keras_would_write_back():
+    """The weights each epoch is scored with are the optimizer's moving averages, in the model's
+    weight order, with non-trainable weights (frozen BatchNorm statistics) as they are."""
+    import keras
+    from segrefine_edge.train.loop import averaged_weights
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(2)])
+    optimizer = keras.optimizers.AdamW(0.1, use_ema=True, ema_momentum=0.5)
+    optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        grads = [rng.normal(size=v.shape).astype("float32") for v in model.trainable_variables]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    raw, averaged = model.get_weights(), averaged_weights(model, optimizer)
+    optimizer.finalize_variable_values(model.trainable_variables)
+    written = model.get_weights()
+    assert len(averaged) == len(written) == len(raw)
+    for a, w in zip(averaged, written, strict=True):
+        np.testing.assert_array_equal(a, w)
+    assert not np.allclose(raw[0], averaged[0])
+    np.testing.assert_array_equal(averaged_weights(model, keras.optimizers.AdamW(0.1))[0], written[0])
 
 
 def test_lovasz_softmax_is_the_mean_jaccard_loss_on_hard_predictions():

@@ -37,6 +37,9 @@ class TrainConfig:
     class_weighting: str = "sqrt_median"
     ohem_fraction: float = 0.0
     lovasz_weight: float = 0.0
+    # > 0 keeps an exponential moving average of the weights (Keras' optimizer EMA): each epoch is
+    # scored with it and with the raw weights, and the averaged weights are the ones kept
+    ema_momentum: float = 0.0
     seed: int = 0
     strategy: str = "default"
     steps_per_epoch: int | None = None

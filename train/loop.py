@@ -71,6 +71,20 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
     return cm
 
 
+def averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> list[np.ndarray]:
+    """``model.get_weights()`` with every trainable variable replaced by the optimizer's moving
+    average of it (the raw weights when the optimizer keeps none).
+
+    Keras exposes the averages only by overwriting the model's variables, which would end the run's
+    own trajectory; its list runs parallel to the variables the optimizer was built with.
+    """
+    if not optimizer.use_ema:
+        return model.get_weights()
+    averages = {id(var): avg for var, avg in zip(model.trainable_variables,
+                                                 optimizer._model_variables_moving_average, strict=True)}
+    return [np.asarray(averages.get(id(var), var)) for var in model.weights]
+
+
 class _EpochEnd:
     """After each epoch (chief only): val mIoU with the project's metric, history line, best weights."""
 
@@ -80,13 +94,19 @@ class _EpochEnd:
         self.num_classes, self.void, self.best = num_classes, void, best
         self.writer = tf.summary.create_file_writer(str(run / "tensorboard"))
 
-    def __call__(self, model: keras.Model, epoch: int, loss: float, seconds: float) -> None:
-        self.eval_model.set_weights(model.get_weights())
-        cm = evaluate_split(self.eval_model, self.val, self.num_classes, self.void)
+    def _score(self, weights: list[np.ndarray]) -> ConfusionMatrix:
+        self.eval_model.set_weights(weights)
+        return evaluate_split(self.eval_model, self.val, self.num_classes, self.void)
+
+    def __call__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, epoch: int, loss: float,
+                 seconds: float) -> None:
+        record: dict = {"epoch": epoch, "loss": loss}
+        if optimizer.use_ema:
+            # the raw weights' score beside the averaged one's: the same run shows what averaging adds
+            record["val_miou_raw"] = self._score(model.get_weights()).miou()
+        cm = self._score(averaged_weights(model, optimizer))
         miou = cm.miou()
-        record = {
-            "epoch": epoch,
-            "loss": loss,
+        record |= {
             "val_miou": miou,
             "val_iou": [None if np.isnan(v) else float(v) for v in cm.iou()],
             "seconds": round(seconds, 1),
@@ -122,6 +142,9 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     run = Path(run)
     if chief:
         _check_resume(run, config, resume)
+    if not 0 <= config.ema_momentum < 1:
+        raise SegrefineError(f"ema_momentum {config.ema_momentum} must be in [0, 1): 0 trains without weight "
+                             "averaging, 0.99-0.999 average over about 100-1000 steps")
     if config.backbone_weights and not Path(config.backbone_weights).is_file():
         raise SegrefineError(f"backbone weights {config.backbone_weights} not found; pass --backbone-weights "
                              "PATH (see ../shared/weights) or backbone_weights=null to start from scratch")
@@ -144,7 +167,8 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
 
     with strategy.scope():
         model = build_segmenter(config.model, config.augment.crop_hw, config.backbone_weights)
-        optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay)
+        optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay,
+                                           use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99)
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction, config.lovasz_weight)
@@ -165,7 +189,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
         for _ in range(steps):
             total += float(train_step(batches))
         if epoch_end is not None:
-            epoch_end(model, epoch, total / steps, time.monotonic() - started)
+            epoch_end(model, optimizer, epoch, total / steps, time.monotonic() - started)
         epoch_var.assign(epoch)
         manager.save()                               # every worker, or MultiWorkerMirroredStrategy hangs
     return json.loads((run / "best.json").read_text()) if chief and (run / "best.json").exists() else {}
