@@ -100,15 +100,16 @@ def test_an_unknown_refiner_head_is_one_line_before_any_run_folder(tiny_run: Pat
 
 
 @pytest.mark.train
-@pytest.mark.parametrize("adversarial_weight, lovasz_weight", [("0", "0"), ("0.01", "0.5")])
-def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_weight: str, lovasz_weight: str):
+@pytest.mark.parametrize("adversarial_weight, lovasz_weight, ema_momentum", [("0", "0", "0"), ("0.01", "0.5", "0.9")])
+def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_weight: str, lovasz_weight: str,
+                                   ema_momentum: str):
     pytest.importorskip("tensorflow")
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     out = tmp_path / "refiner"
     result = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(out),
                              "--steps", "4", "--batch", "2", "--adversarial-weight", adversarial_weight,
                              "--set", "eval_every=2", "--set", "model.input_hw=[32,48]",
-                             "--set", f"lovasz_weight={lovasz_weight}"],
+                             "--set", f"lovasz_weight={lovasz_weight}", "--set", f"ema_momentum={ema_momentum}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
@@ -116,6 +117,8 @@ def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_w
     assert all(0 <= h["refined_miou"] <= 1 for h in history)
     if adversarial_weight != "0":
         assert all(h["d_loss"] > 0 for h in history)
+    # with weight averaging the raw weights are scored beside the averaged ones that are kept
+    assert all(("raw_refined_miou" in h) == (ema_momentum != "0") for h in history)
     assert (out / "best.weights.h5").is_file()
 
 

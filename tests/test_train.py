@@ -134,7 +134,7 @@ def test_averaged_weights_are_the_ones_keras_would_write_back():
     """The weights each epoch is scored with are the optimizer's moving averages, in the model's
     weight order, with non-trainable weights (frozen BatchNorm statistics) as they are."""
     import keras
-    from segrefine_edge.train.loop import averaged_weights
+    from segrefine_edge.train.averaging import averaged_weights
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
                               keras.layers.Dense(2)])

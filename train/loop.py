@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from segrefine_edge.train.averaging import averaged_weights, check_momentum
 from segrefine_edge.train.config import TrainConfig, config_to_dict, load_config
 from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split, training_dataset
 from segrefine_edge.train.folds import without_fold
@@ -71,20 +72,6 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
     return cm
 
 
-def averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> list[np.ndarray]:
-    """``model.get_weights()`` with every trainable variable replaced by the optimizer's moving
-    average of it (the raw weights when the optimizer keeps none).
-
-    Keras exposes the averages only by overwriting the model's variables, which would end the run's
-    own trajectory; its list runs parallel to the variables the optimizer was built with.
-    """
-    if not optimizer.use_ema:
-        return model.get_weights()
-    averages = {id(var): avg for var, avg in zip(model.trainable_variables,
-                                                 optimizer._model_variables_moving_average, strict=True)}
-    return [np.asarray(averages.get(id(var), var)) for var in model.weights]
-
-
 class _EpochEnd:
     """After each epoch (chief only): val mIoU with the project's metric, history line, best weights."""
 
@@ -142,9 +129,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     run = Path(run)
     if chief:
         _check_resume(run, config, resume)
-    if not 0 <= config.ema_momentum < 1:
-        raise SegrefineError(f"ema_momentum {config.ema_momentum} must be in [0, 1): 0 trains without weight "
-                             "averaging, 0.99-0.999 average over about 100-1000 steps")
+    check_momentum(config.ema_momentum)
     if config.backbone_weights and not Path(config.backbone_weights).is_file():
         raise SegrefineError(f"backbone weights {config.backbone_weights} not found; pass --backbone-weights "
                              "PATH (see ../shared/weights) or backbone_weights=null to start from scratch")

@@ -15,6 +15,7 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
+from segrefine_edge.train.averaging import averaged_weights, check_momentum
 from segrefine_edge.train.config import load_config
 from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split
 from segrefine_edge.train.folds import fold_of
@@ -58,6 +59,9 @@ class RefinerTrainConfig:
     heldout_segmenters: list[str] = dataclasses.field(default_factory=list)
     heldout_share: float = 0.5
     eval_every: int = 250
+    # > 0: the generator's weights are averaged (Keras' optimizer EMA); checkpoints are scored and
+    # kept with the average, and the raw weights' scores are logged beside them
+    ema_momentum: float = 0.0
     seed: int = 0
 
 
@@ -192,6 +196,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
     run = Path(run)
     if (run / "config.json").exists():
         raise SegrefineError(f"{run} already holds a run; choose a new --out")
+    check_momentum(config.ema_momentum)
     keras.utils.set_random_seed(config.seed)
     c = config.model.num_classes
     predict, cache_dir, segmenter_file = _frozen_segmenter(Path(config.segmenter), run, c)
@@ -212,7 +217,10 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         data[name] = refiner_split(split, logits, config.model.input_hw)
     data["train"].heldout_logits = heldout
     generator, discriminator = build_generator(config.model), build_discriminator(config.model)
-    g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5)
+    g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5, use_ema=config.ema_momentum > 0,
+                                  ema_momentum=config.ema_momentum or 0.99)
+    g_opt.build(generator.trainable_variables)
+    scored = build_generator(config.model) if g_opt.use_ema else generator
     d_opt = keras.optimizers.Adam(config.lr_discriminator, beta_1=0.5)
     adversarial = config.adversarial_weight > 0
 
@@ -257,8 +265,13 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
                 for k, v in logs.items():
                     tf.summary.scalar(k, v)
         if i % config.eval_every == 0 or i == config.steps:
-            scores = score(generator, data["val"], truth, c, void)
-            record = {"step": i, "seconds": round(time.monotonic() - started, 1), **logs, **scores}
+            record = {"step": i, "seconds": round(time.monotonic() - started, 1), **logs}
+            if g_opt.use_ema:
+                raw = score(generator, data["val"], truth, c, void)
+                record |= {f"raw_{k}": v for k, v in raw.items() if k.startswith("refined")}
+                scored.set_weights(averaged_weights(generator, g_opt))
+            scores = score(scored, data["val"], truth, c, void)
+            record |= scores
             with open(run / "history.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             log.info("step %d ce %.4f d_acc %.2f | val mIoU %.4f -> %.4f, BF %.4f -> %.4f", i, logs["ce"],
@@ -266,6 +279,6 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
                      scores["segmenter_boundary_f"], scores["refined_boundary_f"])
             if best is None or scores["refined_boundary_f"] + scores["refined_miou"] > best["refined_boundary_f"] + best["refined_miou"]:
                 best = record
-                generator.save_weights(run / "best.weights.h5")
+                scored.save_weights(run / "best.weights.h5")
                 (run / "best.json").write_text(json.dumps(record, indent=1))
     return best or {}

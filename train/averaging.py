@@ -1,0 +1,29 @@
+"""Scoring a run by the moving average of its weights without disturbing its training."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from segrefine_edge.errors import SegrefineError
+
+
+def check_momentum(momentum: float) -> None:
+    """A momentum of 1 would freeze the average at the initial weights; reject it before a run starts."""
+    if not 0 <= momentum < 1:
+        raise SegrefineError(f"ema_momentum {momentum} must be in [0, 1): 0 trains without weight "
+                             "averaging, 0.99-0.999 average over about 100-1000 steps")
+
+
+def averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> list[np.ndarray]:
+    """``model.get_weights()`` with every trainable variable replaced by the optimizer's moving
+    average of it (the raw weights when the optimizer keeps none).
+
+    Keras exposes the averages only by overwriting the model's variables, which would end the run's
+    own trajectory; its list runs parallel to the variables the optimizer was built with.
+    """
+    if not optimizer.use_ema:
+        return model.get_weights()
+    averages = {id(var): avg for var, avg in zip(model.trainable_variables,
+                                                 optimizer._model_variables_moving_average, strict=True)}
+    return [np.asarray(averages.get(id(var), var)) for var in model.weights]
