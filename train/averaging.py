@@ -15,6 +15,11 @@ def check_momentum(momentum: float) -> None:
                              "averaging, 0.99-0.999 average over about 100-1000 steps")
 
 
+def ema_options(momentum: float) -> dict:
+    """Keras optimizer arguments for ``ema_momentum`` (0: no averaging; Keras wants a momentum anyway)."""
+    return {"use_ema": momentum > 0, "ema_momentum": momentum or 0.99}
+
+
 def averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> list[np.ndarray]:
     """``model.get_weights()`` with every trainable variable replaced by the optimizer's moving
     average of it (the raw weights when the optimizer keeps none).

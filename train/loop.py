@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from segrefine_edge.train.averaging import averaged_weights, check_momentum
+from segrefine_edge.train.averaging import averaged_weights, check_momentum, ema_options
 from segrefine_edge.train.config import TrainConfig, config_to_dict, load_config
 from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split, training_dataset
 from segrefine_edge.train.folds import without_fold
@@ -153,7 +153,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     with strategy.scope():
         model = build_segmenter(config.model, config.augment.crop_hw, config.backbone_weights)
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay,
-                                           use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99)
+                                           **ema_options(config.ema_momentum))
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction, config.lovasz_weight)

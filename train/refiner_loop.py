@@ -15,7 +15,7 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
-from segrefine_edge.train.averaging import averaged_weights, check_momentum
+from segrefine_edge.train.averaging import averaged_weights, check_momentum, ema_options
 from segrefine_edge.train.config import load_config
 from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split
 from segrefine_edge.train.folds import fold_of
@@ -217,8 +217,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
         data[name] = refiner_split(split, logits, config.model.input_hw)
     data["train"].heldout_logits = heldout
     generator, discriminator = build_generator(config.model), build_discriminator(config.model)
-    g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5, use_ema=config.ema_momentum > 0,
-                                  ema_momentum=config.ema_momentum or 0.99)
+    g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5, **ema_options(config.ema_momentum))
     g_opt.build(generator.trainable_variables)
     scored = build_generator(config.model) if g_opt.use_ema else generator
     d_opt = keras.optimizers.Adam(config.lr_discriminator, beta_1=0.5)
