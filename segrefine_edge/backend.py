@@ -2,14 +2,13 @@
 
 Runtimes, in order of preference: ai_edge_litert (LiteRT, fast int8 kernels), tflite_runtime
 (what Coral's libedgetpu stack is built against), tensorflow.lite (always there with the
-`train` extra). Delegates: EdgeTPU through libedgetpu, GPU through a LiteRT GPU delegate
-library where one is installed. Every failure becomes a ModelError or DelegateError whose
-message names the cause and the fix.
+`train` extra). Delegates: EdgeTPU through libedgetpu; GPU through LiteRT's own GPU accelerator
+(litert_gpu) with LiteRT, or a GPU delegate library where one is installed for the other runtimes.
+Every failure becomes a ModelError or DelegateError whose message names the cause and the fix.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import platform
 import re
@@ -21,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from segrefine_edge.errors import DelegateError, ModelError
+from segrefine_edge.litert_gpu import CompiledGpuRunner, accelerator_installed
+from segrefine_edge.native import library_present
 
 RUNTIMES = ("litert", "tflite-runtime", "tensorflow")
 DELEGATES = ("auto", "cpu", "gpu", "edgetpu")
@@ -72,16 +73,6 @@ def read_model_bytes(path: str | Path) -> bytes:
     return data
 
 
-def library_present(name: str) -> bool:
-    """Whether the dynamic loader can open ``name``; probed before load_delegate, which leaves a
-    half-built delegate behind (and noise on stderr) when the library is missing."""
-    try:
-        ctypes.CDLL(name)
-    except OSError:
-        return False
-    return True
-
-
 def _load_edgetpu(load_delegate) -> Any:
     library = EDGETPU_LIBRARIES.get(platform.system(), "libedgetpu.so.1")
     if not library_present(library):
@@ -104,7 +95,7 @@ def _load_gpu(load_delegate) -> Any:
             raise DelegateError(f"GPU delegate {library} failed to load ({str(exc).strip() or type(exc).__name__}); "
                                 "use --delegate cpu") from exc
     raise DelegateError("no GPU delegate library is installed for this runtime "
-                        f"({' / '.join(GPU_LIBRARIES)}); use --delegate cpu, or see deploy/jetson/README.md")
+                        f"({' / '.join(GPU_LIBRARIES)}); use --delegate cpu")
 
 
 @dataclass
@@ -144,10 +135,12 @@ class Backend:
         self.runtime, interpreter_cls, load_delegate = resolve_runtime(runtime)
         self.delegate = self._choose_delegate(delegate, is_edgetpu_model(data), load_delegate)
         delegates = [] if self.delegate_handle is None else [self.delegate_handle]
+        compiled_gpu = self.delegate == "gpu" and self.delegate_handle is None
         try:
             self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads,
                                                experimental_delegates=delegates)
-            self.interpreter.allocate_tensors()
+            if not compiled_gpu:   # the compiled model holds the tensors instead
+                self.interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise self._explain(exc, data) from exc
         self.threads = threads
@@ -155,6 +148,13 @@ class Backend:
         self.outputs = [_tensor_info(d) for d in self.interpreter.get_output_details()]
         # Integer inside even when the I/O is float (int8 with a few float layers): not a GPU model.
         self.integer_model = any(d["dtype"] in (np.int8, np.uint8) for d in self.interpreter.get_tensor_details())
+        self.gpu_runner = self._compile_for_gpu() if compiled_gpu else None
+
+    def _compile_for_gpu(self) -> CompiledGpuRunner:
+        runner = CompiledGpuRunner(self.path, [t.name for t in self.inputs], [t.name for t in self.outputs], self.threads)
+        if not runner.fully_accelerated:
+            warn_once(f"the GPU cannot run every op of {self.path.name}; LiteRT runs the rest on the CPU")
+        return runner
 
     def _choose_delegate(self, requested: str, edgetpu_model: bool, load_delegate) -> str:
         self.delegate_handle = None
@@ -169,7 +169,8 @@ class Backend:
             self.delegate_handle = _load_edgetpu(load_delegate)
             return "edgetpu"
         if requested == "gpu":
-            self.delegate_handle = _load_gpu(load_delegate)
+            if self.runtime != "litert" or not accelerator_installed():
+                self.delegate_handle = _load_gpu(load_delegate)
             return "gpu"
         return "cpu"
 
@@ -188,12 +189,17 @@ class Backend:
         return ModelError(f"{self.path.name} could not be loaded by runtime '{self.runtime}': {first}")
 
     def set_input(self, index: int, value: np.ndarray) -> None:
-        self.interpreter.set_tensor(self.inputs[index].index, value)
+        if self.gpu_runner is not None:
+            self.gpu_runner.set_input(index, value)
+        else:
+            self.interpreter.set_tensor(self.inputs[index].index, value)
 
     def invoke(self) -> None:
-        self.interpreter.invoke()
+        (self.gpu_runner or self.interpreter).invoke()
 
     def output(self, index: int) -> np.ndarray:
+        if self.gpu_runner is not None:
+            return self.gpu_runner.output(index)
         return self.interpreter.get_tensor(self.outputs[index].index)
 
     def describe(self) -> str:
@@ -222,8 +228,8 @@ def cpu_twin(path: Path) -> Path | None:
 def open_backend(path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2) -> Backend:
     """Open a model; with ``delegate='auto'``, fall back to the CPU (saying so once) where that is possible.
 
-    An EdgeTPU-compiled model without a TPU falls back to its CPU twin; a float model tries a
-    GPU delegate first and runs on the CPU when none is installed.
+    An EdgeTPU-compiled model without a TPU falls back to its CPU twin; a float model tries the
+    GPU first and runs on the CPU when there is none; int8 models take the GPU only when asked.
     """
     path = Path(path)
     if delegate != "auto":
@@ -239,6 +245,6 @@ def open_backend(path: str | Path, runtime: str = "auto", delegate: str = "auto"
     if backend.delegate == "cpu" and not backend.integer_model:
         try:
             return Backend(path, runtime, "gpu", threads)
-        except (DelegateError, ModelError):
-            warn_once("no GPU delegate available for this float model; running on the CPU")
+        except (DelegateError, ModelError) as exc:
+            warn_once(f"{exc.args[0].split('; ')[0]}; running this float model on the CPU")
     return backend

@@ -1,5 +1,8 @@
 """Invoke-latency measurement of TFLite models: warm-up, then timed invokes.
 
+Each sample is an invoke and the read of its outputs: a GPU runs asynchronously, and the model's
+work is done only when its outputs reach host memory.
+
 Two models compared with ``interleave`` alternate invokes, so machine noise (other jobs,
 thermal throttling) hits both equally and the ratio of medians is meaningful on shared hosts.
 """
@@ -11,12 +14,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from segrefine_edge.backend import Backend
+from segrefine_edge.backend import Backend, TensorInfo
 
 
 @dataclass
 class LatencyResult:
-    """Invoke latency in milliseconds for one model on one runtime/delegate/thread setting."""
+    """Invoke latency (outputs read back) in milliseconds for one model on one runtime/delegate/thread setting."""
 
     model: str
     runtime: str
@@ -32,19 +35,24 @@ class LatencyResult:
         return asdict(self)
 
 
-def _random_inputs(backend: Backend, rng: np.random.Generator) -> None:
-    for position, info in enumerate(backend.inputs):
+def random_inputs(inputs: list[TensorInfo], rng: np.random.Generator) -> list[np.ndarray]:
+    """One random value per input tensor, spanning its dtype's range (pixels for float inputs)."""
+    values = []
+    for info in inputs:
         if np.issubdtype(info.dtype, np.integer):
             limits = np.iinfo(info.dtype)
-            value = rng.integers(limits.min, limits.max, size=info.shape, endpoint=True).astype(info.dtype)
+            values.append(rng.integers(limits.min, limits.max, size=info.shape, endpoint=True).astype(info.dtype))
         else:
-            value = rng.random(info.shape, dtype=np.float32)
-        backend.set_input(position, value)
+            values.append(rng.random(info.shape, dtype=np.float32))
+    return values
 
 
 def _time_invoke(backend: Backend) -> float:
+    # Until its outputs are read, a GPU may still be running the model: invoke only queues the work.
     start = time.perf_counter()
     backend.invoke()
+    for position in range(len(backend.outputs)):
+        backend.output(position)
     return (time.perf_counter() - start) * 1000.0
 
 
@@ -59,7 +67,8 @@ def measure(backends: list[Backend], warmup: int = 5, runs: int = 50, seed: int 
     """Warm each backend up, then time ``runs`` invokes of each, interleaved round-robin."""
     rng = np.random.default_rng(seed)
     for backend in backends:
-        _random_inputs(backend, rng)
+        for position, value in enumerate(random_inputs(backend.inputs, rng)):
+            backend.set_input(position, value)
         for _ in range(warmup):
             backend.invoke()
     samples: list[list[float]] = [[] for _ in backends]

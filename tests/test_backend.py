@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from segrefine_edge import litert_gpu
 from segrefine_edge.backend import Backend, cpu_twin, open_backend, resolve_runtime
+from segrefine_edge.bench import random_inputs
 from segrefine_edge.errors import DelegateError, ModelError
+from segrefine_edge.litert_gpu import CompiledGpuRunner
+from segrefine_edge.models import default_model_path, default_refiner_path
+
+TEMPORAL_REFINER = default_refiner_path()   # three inputs of different shapes
 
 
 def test_prefers_litert():
@@ -50,9 +57,65 @@ def test_auto_falls_back_to_cpu_twin_and_says_so_once(peers, capsys):
     assert capsys.readouterr().err.count("running deeplabv3_mnv2_pascal_quant.tflite on the CPU") == 1
 
 
-def test_gpu_delegate_missing_is_a_clear_error(cityscapes_model):
-    with pytest.raises(DelegateError, match="GPU delegate"):
+def _run(backend_or_runner, inputs: list[np.ndarray], outputs: int) -> list[np.ndarray]:
+    for index, value in enumerate(inputs):
+        backend_or_runner.set_input(index, value)
+    backend_or_runner.invoke()
+    return [backend_or_runner.output(index).copy() for index in range(outputs)]
+
+
+def test_compiled_model_runner_feeds_each_input_to_the_tensor_the_interpreter_names():
+    # On the CPU the compiled model must
+    # give exactly the Interpreter's output, so only the accelerator differs when it runs on a GPU.
+    backend = Backend(TEMPORAL_REFINER, delegate="cpu")
+    runner = CompiledGpuRunner(backend.path, [t.name for t in backend.inputs], [t.name for t in backend.outputs],
+                               threads=2, gpu=False)
+    inputs = random_inputs(backend.inputs, np.random.default_rng(0))
+    expected = _run(backend, inputs, len(backend.outputs))
+    got = _run(runner, inputs, len(backend.outputs))
+    assert [g.shape for g in got] == [t.shape for t in backend.outputs]
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+    assert not np.array_equal(_run(runner, random_inputs(backend.inputs, np.random.default_rng(1)), 1)[0], got[0])
+
+
+def test_gpu_without_vulkan_is_a_clear_error(cityscapes_model, monkeypatch):
+    monkeypatch.setattr(litert_gpu, "library_present", lambda name: False)
+    with pytest.raises(DelegateError, match=r"needs Vulkan and libvulkan.so.1 is not installed; install libvulkan1"):
         Backend(cityscapes_model, delegate="gpu")
+
+
+def test_compiled_model_that_the_buffers_cannot_carry_is_a_clear_error(cityscapes_model):
+    # The Coral model ends in ArgMax: an int64 output, which LiteRT's tensor buffers do not support.
+    backend = Backend(cityscapes_model, delegate="cpu")
+    with pytest.raises(DelegateError, match=r"cannot carry this model's types \(Unsupported dtype: int64\); use --delegate cpu"):
+        CompiledGpuRunner(backend.path, [t.name for t in backend.inputs], [t.name for t in backend.outputs],
+                          threads=1, gpu=False)
+
+
+def test_gpu_failure_is_explained_from_the_accelerators_log():
+    log = ("INFO: [delegate_webgpu.cc:342] Create WebGPU environment\n"
+           "ERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU environment: INTERNAL: No adapters found\n")
+    assert "no GPU adapter was found" in litert_gpu._failure_reason(log, RuntimeError("ERROR: [compiled_model.cc:1036]"))
+    other = "ERROR: [./litert/cc/litert_compiled_model.h:1961]\nERROR: [gl_delegate.cc:7] op CUSTOM is not supported\n"
+    assert litert_gpu._failure_reason(other, RuntimeError("x")) == "ERROR: [gl_delegate.cc:7] op CUSTOM is not supported"
+
+
+@pytest.mark.parametrize("model", [default_model_path(), TEMPORAL_REFINER], ids=["segmenter", "temporal-refiner"])
+def test_gpu_gives_the_cpus_answer_where_a_gpu_exists(model):
+    """Runs only where LiteRT finds a GPU (skipped elsewhere, where the tests above cover the errors)."""
+    try:
+        gpu = Backend(model, delegate="gpu")
+    except DelegateError as exc:
+        if "needs Vulkan" not in str(exc) and "no GPU adapter" not in str(exc):
+            raise   # a GPU is there and failed this model: that is a failure, not a skip
+        pytest.skip(f"no GPU here: {exc}")
+    cpu = Backend(model, delegate="cpu")
+    inputs = random_inputs(cpu.inputs, np.random.default_rng(0))
+    on_gpu, on_cpu = _run(gpu, inputs, 1)[0], _run(cpu, inputs, 1)[0]
+    assert gpu.gpu_runner is not None and gpu.describe().startswith("litert/gpu")
+    # Class scores: the GPU computes in float16, so compare the decisions, not the bits.
+    agreement = np.mean(np.argmax(on_gpu, axis=-1) == np.argmax(on_cpu, axis=-1))
+    assert agreement > 0.95, f"GPU and CPU agree on {agreement:.1%} of pixels"
 
 
 def test_tensor_details(cityscapes_model):

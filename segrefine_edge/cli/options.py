@@ -21,7 +21,8 @@ def runtime_options(func: Callable) -> Callable:
     func = click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
                         help="CPU threads for the interpreter.")(func)
     func = click.option("--delegate", type=click.Choice(DELEGATES), default="auto", show_default=True,
-                        help="Accelerator: auto uses the EdgeTPU for _edgetpu models, else the CPU.")(func)
+                        help="Accelerator: auto uses the EdgeTPU for _edgetpu models, the GPU for float models "
+                        "where LiteRT finds one, else the CPU.")(func)
     func = click.option("--runtime", type=click.Choice(("auto", *RUNTIMES)), default="auto", show_default=True,
                         help="TFLite runtime: LiteRT, tflite-runtime or tensorflow.lite.")(func)
     return func
