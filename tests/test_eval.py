@@ -143,6 +143,22 @@ def test_class_map_applies_only_to_the_model_with_other_classes(tiny_dataset: Pa
     assert maps[0] is None and maps[1].endswith("cityscapes_to_camvid.json")
 
 
+def test_a_temporal_refiner_scores_each_model_as_if_it_were_alone(tiny_dataset: Path, tmp_path: Path):
+    """Its column must not see another model's output on the same frame as its previous mask."""
+    from segrefine_edge.models import default_model_path, default_refiner_path
+
+    model, refiner = str(default_model_path()), str(default_refiner_path())
+    scores = []
+    for models in (["-m", model], ["-m", model, "-m", model]):
+        out = tmp_path / f"{len(models)}.json"
+        result = _eval("--data", str(tiny_dataset), *models, "--refiner", refiner, "--sequence",
+                       str(tiny_dataset / "images"), "--json", str(out))
+        assert result.exit_code == 0, result.output
+        scores.append([(m["miou"], m["boundary_f"], m["temporal_consistency"]) for m in json.loads(out.read_text())["models"]])
+    alone, twice = scores
+    assert twice == alone + alone
+
+
 @pytest.mark.slow
 def test_shipped_model_and_refiner_keep_their_published_scores(camvid: Path, tmp_path: Path):
     """The README's figures for the shipped int8 segmenter, alone and with the shipped refiner."""

@@ -64,11 +64,13 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delega
     classes = dataset_classes(data, segmenters[0].contract.labels)
     if save_masks:
         check_writable_dir(Path(save_masks), "masks")
-    refiners = [IdentityRefiner()] + [open_refiner(spec, runtime, delegate, threads, temporal_blend)
-                                    for spec in refiner_specs]
     runs = []
     for name, path, segmenter in zip(_unique_names(paths), paths, segmenters, strict=True):
         table, origin = label_table(segmenter.contract.labels, classes, class_map, name)
+        # Refiners opened per model: a temporal refiner's last mask belongs to one column; shared,
+        # it would hand one model's output on a frame to the next model's run of the same frame.
+        refiners = [IdentityRefiner()] + [open_refiner(spec, runtime, delegate, threads, temporal_blend)
+                                        for spec in refiner_specs]
         for stage in refiners:
             column = name if isinstance(stage, IdentityRefiner) else f"{name}+{stage.name}"
             runs.append(ModelRun(column, path, FramePipeline(segmenter, stage), table, origin, classes))
