@@ -4,8 +4,8 @@ The ai-edge-litert wheel no longer ships a GPU delegate library for the Interpre
 load_delegate: its GPU path is an accelerator (ML Drift over WebGPU, which Dawn runs on Vulkan,
 Metal or Direct3D 12) that only CompiledModel uses. This module runs a model that way behind the
 same set_input / invoke / output calls as the Interpreter, so every command gets ``--delegate gpu``.
-The accelerator logs dozens of lines to the native stderr; they are captured while the model is
-compiled and read only to explain a failure in one line.
+The accelerator logs dozens of lines from native code; they are captured while the model is
+compiled and warmed up, and read only to explain a failure in one line.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def _failure_reason(log: str, exc: Exception) -> str:
 class CompiledGpuRunner:
     """One model compiled for LiteRT's GPU accelerator, with the CPU taking the ops it cannot run.
 
-    ``names`` are the tensor names of the Interpreter's input and output details, in that order,
-    so that index ``i`` here is the same tensor as ``Backend.inputs[i]``.
+    ``input_names`` and ``output_names`` are the tensor names of the Interpreter's details, in
+    their order, so that index ``i`` here is the same tensor as ``Backend.inputs[i]``. ``gpu=False``
+    runs the same plumbing on the CPU alone, which is how machines without a GPU test it.
     """
 
     def __init__(self, path: Path, input_names: Sequence[str], output_names: Sequence[str], threads: int,
