@@ -13,9 +13,11 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib.util
+import math
 import platform
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,6 @@ class CompiledGpuRunner:
 
         wanted = (HardwareAccelerator.GPU | HardwareAccelerator.CPU) if gpu else HardwareAccelerator.CPU
         options = Options(hardware_accelerators=wanted, cpu_options=CpuOptions(num_threads=threads))
-        atexit.register(silence_native_output)   # the shared environment logs as Python frees it
         failure = None
         with tempfile.TemporaryFile() as log, native_output_to(log):
             try:
@@ -94,23 +95,21 @@ class CompiledGpuRunner:
         self.fully_accelerated = bool(self.model.is_fully_accelerated())
         # The first run builds the GPU's programs: do it here, logs captured, not on frame one. It also
         # meets any tensor type the buffers cannot carry (a ValueError, e.g. an ArgMax's int64 output).
-        for index, (_, detail) in enumerate(self.inputs):
-            self.set_input(index, np.zeros(detail["shape"], np.dtype(detail["dtype"])))
+        for index, tensor in enumerate(self.inputs):
+            self.set_input(index, np.zeros(tensor.shape, tensor.dtype))
         self.invoke()
         for index in range(len(self.outputs)):
             self.output(index)
 
     def set_input(self, index: int, value: np.ndarray) -> None:
-        buffer, _ = self.inputs[index]
-        buffer.write(np.ascontiguousarray(value))
+        self.inputs[index].buffer.write(np.ascontiguousarray(value))
 
     def invoke(self) -> None:
         self.model.run_by_index(0, self._input_buffers, self._output_buffers)
 
     def output(self, index: int) -> np.ndarray:
-        buffer, detail = self.outputs[index]
-        shape = tuple(int(v) for v in detail["shape"])
-        return buffer.read(int(np.prod(shape)), np.dtype(detail["dtype"])).reshape(shape)
+        tensor = self.outputs[index]
+        return tensor.buffer.read(tensor.size, tensor.dtype).reshape(tensor.shape)
 
 
 @functools.cache
@@ -120,11 +119,26 @@ def _shared_environment() -> Any:
     import ai_edge_litert
     from ai_edge_litert.compiled_model import Environment, EnvironmentOptions
 
+    atexit.register(silence_native_output)   # the environment logs again as Python frees it
     return Environment.create(options=EnvironmentOptions(runtime_path=str(Path(ai_edge_litert.__file__).parent)))
 
 
-def _in_order(buffers: list, details: dict[str, dict], names: Sequence[str]) -> list[tuple[Any, dict]]:
-    """Pair each signature buffer with its tensor detail, ordered like the Interpreter's ``names``."""
-    by_name = {detail["name"]: (buffer, detail) for buffer, detail in zip(buffers, details.values(), strict=True)}
+@dataclass(frozen=True)
+class _BufferedTensor:
+    """A signature tensor's buffer with what reading it needs, worked out once rather than per frame."""
+
+    buffer: Any
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+def _in_order(buffers: list, details: dict[str, dict], names: Sequence[str]) -> list[_BufferedTensor]:
+    """Pair each signature buffer with its tensor's shape and type, ordered like the Interpreter's ``names``."""
+    by_name = {detail["name"]: _BufferedTensor(buffer, tuple(int(v) for v in detail["shape"]), np.dtype(detail["dtype"]))
+               for buffer, detail in zip(buffers, details.values(), strict=True)}
     return [by_name[name] for name in names]
 

@@ -70,8 +70,8 @@ def _run(backend_or_runner, inputs: list[np.ndarray], outputs: int) -> list[np.n
 
 
 def test_compiled_model_runner_feeds_each_input_to_the_tensor_the_interpreter_names():
-    # On the CPU the compiled model must
-    # give exactly the Interpreter's output, so only the accelerator differs when it runs on a GPU.
+    # On the CPU the compiled model must give exactly the Interpreter's output, so only the
+    # accelerator differs when it runs on a GPU.
     backend = Backend(TEMPORAL_REFINER, delegate="cpu")
     runner = CompiledGpuRunner(backend.path, [t.name for t in backend.inputs], [t.name for t in backend.outputs],
                                threads=2, gpu=False)
@@ -81,6 +81,14 @@ def test_compiled_model_runner_feeds_each_input_to_the_tensor_the_interpreter_na
     assert [g.shape for g in got] == [t.shape for t in backend.outputs]
     assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
     assert not np.array_equal(_run(runner, random_inputs(backend.inputs, np.random.default_rng(1)), 1)[0], got[0])
+
+
+def test_tensor_details(cityscapes_model):
+    backend = Backend(cityscapes_model, threads=1)
+    assert backend.inputs[0].shape == (1, 513, 513, 3)
+    assert backend.inputs[0].quantized
+    assert backend.outputs[0].dtype.name == "int64"
+    assert backend.describe() == "litert/cpu/1 threads"
 
 
 def test_gpu_without_vulkan_is_a_clear_error(cityscapes_model, monkeypatch):
