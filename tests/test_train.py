@@ -62,6 +62,28 @@ def test_a_run_completes_skips_an_unreadable_image_and_resumes(tiny_camvid: Path
     assert "different config" in _error_line(different)
 
 
+def test_a_second_schedule_starts_from_a_finished_runs_weights(tiny_camvid: Path, tmp_path: Path):
+    from segrefine_edge.train.config import load_config
+    from segrefine_edge.train.segmenter import build_segmenter
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _train(tiny_camvid, first, "--epochs", "1").returncode == 0
+    init = ["--set", f"init_weights={first / 'best.weights.h5'}"]
+    result = _train(tiny_camvid, second, "--epochs", "1", "--set", "learning_rate=0", *init)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # with a learning rate of 0 only BatchNorm statistics move: every trained weight is the first run's
+    model = build_segmenter(load_config(first / "config.json").model, (64, 96))
+    model.load_weights(first / "best.weights.h5")
+    trained = [w.numpy() for w in model.trainable_weights]
+    model.load_weights(second / "best.weights.h5")
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(trained, model.trainable_weights, strict=True))
+    other_model = _train(tiny_camvid, tmp_path / "wider", "--set", "model.alpha=0.5", *init)
+    assert "do not fit this model" in _error_line(other_model)
+    assert not (tmp_path / "wider").exists()
+    missing = _train(tiny_camvid, tmp_path / "m", "--set", "init_weights=nowhere.weights.h5")
+    assert "init_weights nowhere.weights.h5 not found" in _error_line(missing)
+
+
 def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
     missing = _train(tiny_camvid, tmp_path / "a", "--set", "backbone_weights=\"nowhere.weights.h5\"")
     assert "nowhere.weights.h5 not found" in _error_line(missing)

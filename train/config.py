@@ -22,6 +22,9 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     backbone_weights: str | None = "../shared/weights/mobilenet_v2_1.0_224_imagenet_from_tf2ptq_no_top.weights.h5"
+    # A finished run's best.weights.h5 to start from instead of ImageNet (a second schedule on top of a
+    # first one, "warm restart"): the model config must be that run's.
+    init_weights: str | None = None
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_hw: tuple[int, int] = (352, 480)

@@ -133,6 +133,9 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     if config.backbone_weights and not Path(config.backbone_weights).is_file():
         raise SegrefineError(f"backbone weights {config.backbone_weights} not found; pass --backbone-weights "
                              "PATH (see ../shared/weights) or backbone_weights=null to start from scratch")
+    if config.init_weights and not Path(config.init_weights).is_file():
+        raise SegrefineError(f"init_weights {config.init_weights} not found; pass a finished run's "
+                             "best.weights.h5")
     keras.utils.set_random_seed(config.seed)
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
@@ -143,19 +146,21 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     if config.val_limit:
         val = DecodedSplit(val.images[: config.val_limit], val.masks[: config.val_limit], val.skipped)
     weights = class_weights(train, num_classes, config.class_weighting)
-    # Only the chief writes the run; other workers keep their (required) checkpoint copies aside.
-    if chief:
-        run.mkdir(parents=True, exist_ok=True)         # only once the inputs are known good
-        (run / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
     checkpoints = run / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="segrefine-worker-"))
     steps = config.steps_per_epoch or len(train.images) // config.batch
 
     with strategy.scope():
         model = build_segmenter(config.model, config.augment.crop_hw, config.backbone_weights)
+        if config.init_weights:
+            _load_init_weights(model, config.init_weights)
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay,
                                            **ema_options(config.ema_momentum))
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    # Only the chief writes the run; other workers keep their (required) checkpoint copies aside.
+    if chief:
+        run.mkdir(parents=True, exist_ok=True)         # only once the inputs and weights are known good
+        (run / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
     loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction, config.lovasz_weight)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, checkpoints, max_to_keep=2)
@@ -178,6 +183,14 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
         epoch_var.assign(epoch)
         manager.save()                               # every worker, or MultiWorkerMirroredStrategy hangs
     return json.loads((run / "best.json").read_text()) if chief and (run / "best.json").exists() else {}
+
+
+def _load_init_weights(model: keras.Model, path: str) -> None:
+    try:
+        model.load_weights(path)
+    except ValueError as exc:
+        raise SegrefineError(f"init_weights {path} do not fit this model ({str(exc).splitlines()[0]}); "
+                             "start from a run with the same model config") from exc
 
 
 def _train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
