@@ -186,6 +186,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
 
 
 def _load_init_weights(model: keras.Model, path: str) -> None:
+    """Keras names a mismatched layer or shape in a ValueError; the user needs only its first line."""
     try:
         model.load_weights(path)
     except ValueError as exc:
