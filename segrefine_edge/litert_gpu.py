@@ -130,15 +130,14 @@ class _BufferedTensor:
     buffer: Any
     shape: tuple[int, ...]
     dtype: np.dtype
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
+    size: int
 
 
 def _in_order(buffers: list, details: dict[str, dict], names: Sequence[str]) -> list[_BufferedTensor]:
     """Pair each signature buffer with its tensor's shape and type, ordered like the Interpreter's ``names``."""
-    by_name = {detail["name"]: _BufferedTensor(buffer, tuple(int(v) for v in detail["shape"]), np.dtype(detail["dtype"]))
-               for buffer, detail in zip(buffers, details.values(), strict=True)}
+    by_name = {}
+    for buffer, detail in zip(buffers, details.values(), strict=True):
+        shape = tuple(int(v) for v in detail["shape"])
+        by_name[detail["name"]] = _BufferedTensor(buffer, shape, np.dtype(detail["dtype"]), math.prod(shape))
     return [by_name[name] for name in names]
 

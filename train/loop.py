@@ -150,7 +150,9 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     steps = config.steps_per_epoch or len(train.images) // config.batch
 
     with strategy.scope():
-        model = build_segmenter(config.model, config.augment.crop_hw, config.backbone_weights)
+        # ImageNet weights only when no finished run's weights will replace them all
+        model = build_segmenter(config.model, config.augment.crop_hw,
+                                None if config.init_weights else config.backbone_weights)
         if config.init_weights:
             _load_init_weights(model, config.init_weights)
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay,
