@@ -34,7 +34,7 @@ class ExportOptions:
 
 
 def _with_argmax(model: keras.Model) -> keras.Model:
-    """Labels instead of scores: argmax at the model's (quarter) resolution; the runtime
+    """Labels instead of scores: argmax at the decoder's resolution; the runtime
     upsamples labels with nearest neighbour, so the graph never resizes at full size."""
     labels = ArgMaxLabels(name="labels")(model.outputs[0])
     return keras.Model(model.inputs, labels, name=f"{model.name}_argmax")
@@ -45,7 +45,7 @@ def metadata(source: ExportSource, options: ExportOptions, model: keras.Model,
     """The model contract the runtime reads, plus provenance under 'info'."""
     hw = tuple(int(d) for d in model.inputs[0].shape[1:3])
     info = {"target": options.target, "exported_from": source.name, "data": source.data,
-            "output_resolution": "full" if options.full_resolution else "quarter",
+            "output_resolution": f"1/{hw[0] // int(model.outputs[0].shape[1])}",
             "float_layers": options.float_layers}
     if source.recipe:
         info["recipe"] = source.recipe

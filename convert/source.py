@@ -13,12 +13,10 @@ from pathlib import Path
 
 import keras
 from segrefine_edge.train.config import config_from_dict
-from segrefine_edge.train.segmenter import build_segmenter
+from segrefine_edge.train.segmenter import build_segmenter, decoder_logits
 
 from segrefine_edge.datasets import read_class_info
 from segrefine_edge.errors import ModelError
-
-LOGITS_LAYER = "logits"
 
 
 @dataclass
@@ -36,15 +34,15 @@ class ExportSource:
     calibration_inputs: Path | None = None   # a refiner's cached segmenter logits (train split)
 
 
-def _quarter_resolution(model: keras.Model) -> keras.Model:
-    """The same network ending at the decoder's logits (1/4 of the input), before the final
-    bilinear x4: the runtime upsamples scores straight to the frame size anyway, so the
-    in-graph upsample only costs time (and is the op EdgeTPUs struggle with)."""
-    try:
-        logits = model.get_layer(LOGITS_LAYER).output
-    except ValueError:
+def _decoder_resolution(model: keras.Model) -> keras.Model:
+    """The same network ending at the decoder's logits (a quarter of the input, or half with a
+    stride-2 stage), before the final bilinear upsample: the runtime upsamples scores straight
+    to the frame size anyway, so the in-graph upsample only costs time (and is the op EdgeTPUs
+    struggle with)."""
+    logits = decoder_logits(model)
+    if logits is None:
         return model
-    return keras.Model(model.inputs, logits, name=f"{model.name}_quarter")
+    return keras.Model(model.inputs, logits, name=f"{model.name}_decoder")
 
 
 def load_source(path: str | Path, input_hw: tuple[int, int] | None, full_resolution: bool) -> ExportSource:
@@ -75,7 +73,7 @@ def load_source(path: str | Path, input_hw: tuple[int, int] | None, full_resolut
         raise ModelError(f"{path} is not a training run folder (config.json + best.weights.h5), a .keras file "
                          "or a SavedModel folder; pass what `segrefine-edge train` wrote")
     if not full_resolution:
-        source.model = _quarter_resolution(source.model)
+        source.model = _decoder_resolution(source.model)
     return source
 
 

@@ -84,6 +84,36 @@ def test_a_second_schedule_starts_from_a_finished_runs_weights(tiny_camvid: Path
     assert "init_weights nowhere.weights.h5 not found" in _error_line(missing)
 
 
+def test_a_stride2_stage_starts_from_a_stride4_run_and_exports_at_half_the_input(tiny_camvid: Path, tmp_path: Path):
+    from click.testing import CliRunner
+    from segrefine_edge.train.config import load_config
+    from segrefine_edge.train.segmenter import build_segmenter
+
+    from segrefine_edge.cli import main
+    from segrefine_edge.edgetpu import check_edgetpu
+    from segrefine_edge.segmenter import Segmenter
+
+    first, fine = tmp_path / "first", tmp_path / "fine"
+    assert _train(tiny_camvid, first, "--epochs", "1").returncode == 0
+    result = _train(tiny_camvid, fine, "--epochs", "1", "--set", "learning_rate=0", "--set", "model.fine_filters=8",
+                    "--set", f"init_weights={first / 'best.weights.h5'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    coarse = build_segmenter(load_config(first / "config.json").model, (64, 96))
+    coarse.load_weights(first / "best.weights.h5")
+    model = build_segmenter(load_config(fine / "config.json").model, (64, 96))
+    model.load_weights(fine / "best.weights.h5")
+    assert model.get_layer("fine_correction").trainable_weights           # the stage is there
+    for layer in coarse.layers:                                             # every other layer came over by name
+        ours = model.get_layer(layer.name).trainable_weights
+        assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(layer.trainable_weights, ours, strict=True))
+    out = tmp_path / "fine.tflite"
+    converted = CliRunner().invoke(main, ["convert", str(fine), "--to", "edgetpu", "--out", str(out),
+                                          "--calib-count", "2", "--val-count", "0"])
+    assert converted.exit_code == 0, converted.output
+    assert list(Segmenter.open(out).output.shape[1:3]) == [32, 48]         # logits at half the input
+    assert check_edgetpu(out).findings == []
+
+
 def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
     missing = _train(tiny_camvid, tmp_path / "a", "--set", "backbone_weights=\"nowhere.weights.h5\"")
     assert "nowhere.weights.h5 not found" in _error_line(missing)

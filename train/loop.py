@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from segrefine_edge.train.config import TrainConfig, config_to_dict, load_config
 from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split, training_dataset
 from segrefine_edge.train.folds import without_fold
 from segrefine_edge.train.losses import segmentation_loss
-from segrefine_edge.train.segmenter import build_segmenter
+from segrefine_edge.train.segmenter import SegmenterConfig, build_segmenter
 
 from segrefine_edge.datasets import find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
@@ -154,7 +155,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
         model = build_segmenter(config.model, config.augment.crop_hw,
                                 None if config.init_weights else config.backbone_weights)
         if config.init_weights:
-            _load_init_weights(model, config.init_weights)
+            _load_init_weights(model, config.model, config.init_weights)
         optimizer = keras.optimizers.AdamW(make_schedule(config, steps * config.epochs), weight_decay=config.weight_decay,
                                            **ema_options(config.ema_momentum))
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
@@ -187,13 +188,30 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     return json.loads((run / "best.json").read_text()) if chief and (run / "best.json").exists() else {}
 
 
-def _load_init_weights(model: keras.Model, path: str) -> None:
-    """Keras names a mismatched layer or shape in a ValueError; the user needs only its first line."""
-    try:
-        model.load_weights(path)
-    except ValueError as exc:
-        raise SegrefineError(f"init_weights {path} do not fit this model ({str(exc).splitlines()[0]}); "
-                             "start from a run with the same model config") from exc
+def _load_init_weights(model: keras.Model, model_config: SegmenterConfig, path: str) -> None:
+    """Copy a finished run's weights into ``model``, layer by layer, through a twin that loads them.
+
+    A model with a stride-2 stage also starts from a stride-4 run's weights (that stage keeps its
+    fresh weights, so it starts from that run's predictions): Keras files key weights by layer
+    type and order, not name, so they load into a twin of that run's architecture and move over by
+    name. Keras names a mismatched layer or shape in a ValueError; the user needs only its first line.
+    """
+    hw = tuple(int(d) for d in model.inputs[0].shape[1:3])
+    candidates = [model_config] + ([dataclasses.replace(model_config, fine_filters=0)] if model_config.fine_filters else [])
+    errors = []
+    for candidate in candidates:
+        twin = build_segmenter(candidate, hw)
+        try:
+            twin.load_weights(path)
+        except ValueError as exc:
+            errors.append(exc)
+            continue
+        for layer in twin.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+        return
+    raise SegrefineError(f"init_weights {path} do not fit this model ({str(errors[0]).splitlines()[0]}); "
+                         "start from a run with the same model config") from errors[0]
 
 
 def _train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,

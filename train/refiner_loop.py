@@ -29,7 +29,7 @@ from segrefine_edge.train.refiner_data import (
     refiner_split,
     segmenter_logits,
 )
-from segrefine_edge.train.segmenter import build_segmenter
+from segrefine_edge.train.segmenter import build_segmenter, decoder_logits
 
 from segrefine_edge.datasets import Pair, find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
@@ -96,7 +96,7 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
     config = load_config(source / "config.json")
     model = build_segmenter(config.model, config.eval_hw)
     model.load_weights(source / "best.weights.h5")
-    logits = keras.Model(model.inputs, model.get_layer("logits").output)
+    logits = keras.Model(model.inputs, decoder_logits(model))
     h, w = config.eval_hw
 
     def predict(image: np.ndarray) -> np.ndarray:

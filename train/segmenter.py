@@ -17,6 +17,11 @@ from keras import layers
 _STRIDE2_BLOCKS = (1, 3, 6, 13)
 _LAST_BLOCK = 16
 _LOW_LEVEL_FEATURE = "block_3_expand_relu"  # stride 4
+# Block 0's output (16 channels, stride 2): block 1's 96-channel expansion cost about as much
+# time in int8 (most of the stage's cost is its resizes and concatenation at stride 2).
+_FINE_FEATURE = "expanded_conv_project_BN"
+_FINE_LOW_FILTERS = 16
+OUTPUT_UPSAMPLE = "logits_up"               # the last layer: decoder logits to the input size
 
 
 @dataclass
@@ -38,6 +43,12 @@ class SegmenterConfig:
     # 0.697 against 0.621 for "block_16_project_BN" (DeepLab's choice, 320 channels); "out_relu"
     # (1280 channels, the first shipped model) reached 0.627 in 30 epochs with class weights.
     high_level_feature: str = "block_13_expand_relu"
+    # > 0 adds a stride-2 stage: the decoder's features, reduced to this many channels and
+    # upsampled, meet block 0's stride-2 features in one separable block whose 1x1 output is added
+    # to the stride-4 logits upsampled x2. That output starts at zero, so a run that starts from
+    # a stride-4 model's weights starts from that model's predictions. It is for poles, one to three
+    # pixels wide at stride 4.
+    fine_filters: int = 0
 
 
 # === Backbone ===
@@ -146,11 +157,10 @@ def build_segmenter(
         raise ValueError(f"input size {h}x{w} must be divisible by the output stride {config.output_stride}")
     inputs = keras.Input((h, w, 3), name="image")
     backbone = build_backbone((h, w, 3), config.alpha, config.output_stride, backbone_weights)
-    features = keras.Model(
-        backbone.inputs, [backbone.get_layer(_LOW_LEVEL_FEATURE).output, backbone.get_layer(config.high_level_feature).output], name="backbone"
-    )
+    feature_names = [_LOW_LEVEL_FEATURE, config.high_level_feature] + ([_FINE_FEATURE] if config.fine_filters else [])
+    features = keras.Model(backbone.inputs, [backbone.get_layer(name).output for name in feature_names], name="backbone")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inputs)
-    low, high = features(x)
+    low, high, *fine = features(x)
     fh, fw = high.shape[1:3]        # block 13's input stays at stride 16 even when the tail is at 32
     x = _aspp(high, config, (fh, fw))
     x = layers.UpSampling2D(size=(h // 4) // fh, interpolation="bilinear", name="decoder_up")(x)
@@ -159,6 +169,31 @@ def build_segmenter(
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = _separable_conv_bn_relu(x, config.decoder_filters, "decoder_1", m)
     x = _separable_conv_bn_relu(x, config.decoder_filters, "decoder_2", m)
-    x = layers.Conv2D(config.num_classes, 1, name="logits")(x)
-    outputs = layers.UpSampling2D(size=4, interpolation="bilinear", name="logits_up")(x)
+    logits = layers.Conv2D(config.num_classes, 1, name="logits")(x)
+    stride = 4
+    if fine:
+        logits, stride = _fine_stage(x, fine[0], logits, config), 2
+    outputs = layers.UpSampling2D(size=stride, interpolation="bilinear", name=OUTPUT_UPSAMPLE)(logits)
     return keras.Model(inputs, outputs, name="deeplabv3plus_mobilenetv2")
+
+
+def _fine_stage(decoder, fine, logits, config: SegmenterConfig):
+    """Stride-2 logits: the stride-4 logits upsampled plus a correction from block 1's features."""
+    m = config.bn_momentum
+    x = _conv_bn_relu(decoder, config.fine_filters, "fine_reduce", m)
+    x = layers.UpSampling2D(size=2, interpolation="bilinear", name="fine_features_up")(x)
+    fine = _conv_bn_relu(fine, _FINE_LOW_FILTERS, "fine_low", m)
+    x = layers.Concatenate(name="fine_concat")([x, fine])
+    x = _separable_conv_bn_relu(x, config.fine_filters, "fine_1", m)
+    correction = layers.Conv2D(config.num_classes, 1, kernel_initializer="zeros", name="fine_correction")(x)
+    logits = layers.UpSampling2D(size=2, interpolation="bilinear", name="fine_logits_up")(logits)
+    return layers.Add(name="fine_logits")([logits, correction])
+
+
+def decoder_logits(model: keras.Model):
+    """The model's logits at the decoder's resolution (1/4 or 1/2 of the input), before the
+    final bilinear upsample, or None when ``model`` is not one of ours."""
+    try:
+        return model.get_layer(OUTPUT_UPSAMPLE).input
+    except ValueError:
+        return None
