@@ -32,7 +32,8 @@ class TrainConfig:
     # (0.726 val mIoU float, Pole 0.14, with 288x384 crops) against 0.697 (Pole 0.08) in 15 without;
     # 0.743 with the whole-frame crops, 0.751 after a second schedule (init_weights), 0.758 after a
     # third. With block-16 features the older recipe (scale 0.5-2.0, those weights, weight decay
-    # 1e-4) scored about the same as 15 plain epochs (0.624 against 0.621): the backbone feature made that difference.
+    # 1e-4) scored about the same as 15 plain epochs (0.624 against 0.621): the backbone feature
+    # made that difference.
     epochs: int = 30
     batch: int = 8
     learning_rate: float = 1e-3
