@@ -192,9 +192,10 @@ def _load_init_weights(model: keras.Model, model_config: SegmenterConfig, path: 
     """Copy a finished run's weights into ``model``, layer by layer, through a twin that loads them.
 
     A model with a stride-2 stage also starts from a stride-4 run's weights (that stage keeps its
-    fresh, zero-output weights, so it starts from nearly that run's predictions): Keras files key weights by layer
-    type and order, not name, so they load into a twin of that run's architecture and move over by
-    name. Keras names a mismatched layer or shape in a ValueError; the user needs only its first line.
+    fresh, zero-output weights, so it starts from nearly that run's predictions): Keras files key
+    weights by layer type and order, not name, so they load into a twin of that run's architecture
+    and move over by name. Keras names a mismatched layer or shape in a ValueError; the user needs
+    only its first line.
     """
     hw = tuple(int(d) for d in model.inputs[0].shape[1:3])
     candidates = [model_config] + ([dataclasses.replace(model_config, fine_filters=0)] if model_config.fine_filters else [])

@@ -180,7 +180,7 @@ def build_segmenter(
 
 
 def _fine_stage(decoder, fine, logits, config: SegmenterConfig):
-    """Stride-2 logits: the stride-4 logits upsampled plus a correction from block 1's features."""
+    """Stride-2 logits: the stride-4 logits upsampled plus a correction from block 0's features."""
     m = config.bn_momentum
     x = _conv_bn_relu(decoder, config.fine_filters, "fine_reduce", m)
     x = layers.UpSampling2D(size=2, interpolation="bilinear", name="fine_features_up")(x)
