@@ -62,8 +62,8 @@ def small_video(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, camvid: Path) -> Path:
     """A run folder as `train segmenter` writes it: MobileNetV2 0.35 at 64x96, untrained head."""
-    from segrefine_edge.train.config import TrainConfig, config_to_dict
-    from segrefine_edge.train.segmenter import SegmenterConfig, build_segmenter
+    from segrefine_edge.training.config import TrainConfig, config_to_dict
+    from segrefine_edge.training.deeplab import SegmenterConfig, build_segmenter
 
     root = tmp_path_factory.mktemp("convert")
     data = root / "data"

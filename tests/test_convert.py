@@ -96,8 +96,8 @@ def test_int8_with_float_layers(tiny_run: Path, tmp_path: Path):
 def test_an_op_without_a_tflite_kernel_is_named(tmp_path: Path):
     """keras.ops.argmax lowers through tf.BitwiseAnd, which TFLite has no builtin for."""
     import keras
-    from segrefine_edge.convert.quantize import to_tflite
 
+    from segrefine_edge.conversion.quantize import to_tflite
     from segrefine_edge.errors import ModelError
 
     inputs = keras.Input((8, 8, 3))

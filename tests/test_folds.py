@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from segrefine_edge.train.folds import fold_of, without_fold
 
 from segrefine_edge.datasets import Pair
 from segrefine_edge.errors import SegrefineError
+from segrefine_edge.training.folds import fold_of, without_fold
 
 
 def _pairs(names: list[str]) -> list[Pair]:

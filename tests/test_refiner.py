@@ -41,7 +41,7 @@ def test_open_refiner_names():
 @pytest.mark.parametrize("softmax_stem", [False, True])
 def test_generator_starts_as_the_identity(softmax_stem: bool):
     pytest.importorskip("tensorflow")
-    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+    from segrefine_edge.training.refiner_net import RefinerConfig, build_generator
 
     generator = build_generator(RefinerConfig(input_hw=(32, 48), softmax_stem=softmax_stem, logits_stride=1))
     assert any(layer.name == "probabilities" for layer in generator.layers) == softmax_stem
@@ -57,7 +57,8 @@ def test_half_size_logits_are_upsampled_in_the_graph_as_the_runtime_resizes():
     their bilinear upsampling, the same one OpenCV gives (what a stride-1 refiner is fed)."""
     pytest.importorskip("tensorflow")
     import cv2
-    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+
+    from segrefine_edge.training.refiner_net import RefinerConfig, build_generator
 
     generator = build_generator(RefinerConfig(input_hw=(32, 48), logits_stride=2))
     assert [tuple(t.shape[1:3]) for t in generator.inputs] == [(32, 48), (16, 24)]
@@ -74,8 +75,8 @@ def test_a_run_folder_from_before_a_model_option_converts_as_it_was_trained(tmp_
     trained with a softmax stem, full-size logits and a 3x3 full-size layer: their config says
     nothing, the export knows."""
     pytest.importorskip("tensorflow")
-    from segrefine_edge.convert.source import load_source
-    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+    from segrefine_edge.conversion.source import load_source
+    from segrefine_edge.training.refiner_net import RefinerConfig, build_generator
 
     old = RefinerConfig(input_hw=(32, 48), softmax_stem=True, logits_stride=1, head="conv3x3")
     build_generator(old).save_weights(tmp_path / "best.weights.h5")
@@ -256,7 +257,7 @@ def test_segmenter_and_refiner_export_as_one_fused_graph(tiny_run: Path, tiny_re
 @pytest.mark.train
 def test_temporal_generator_takes_the_previous_mask_and_starts_as_the_identity():
     pytest.importorskip("tensorflow")
-    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+    from segrefine_edge.training.refiner_net import RefinerConfig, build_generator
 
     generator = build_generator(RefinerConfig(input_hw=(32, 48), temporal=True, logits_stride=1))
     assert [t.name.split(":")[0] for t in generator.inputs] == ["image", "logits", "previous"]
@@ -272,7 +273,7 @@ def test_class_weights_scale_each_pixels_share_of_the_refiners_loss():
     """Weighting a class by 3 counts its pixels three times: the weighted loss is the
     pixel-count-weighted mean, and void stays out."""
     pytest.importorskip("tensorflow")
-    from segrefine_edge.train.refiner_loop import _ce
+    from segrefine_edge.training.refiner_loop import _ce
 
     rng = np.random.default_rng(2)
     refined = rng.normal(0, 2, (1, 8, 8, 3)).astype(np.float32)
@@ -292,7 +293,7 @@ def test_class_weights_scale_each_pixels_share_of_the_refiners_loss():
 @pytest.mark.train
 def test_temporal_batches_hold_a_moved_previous_mask():
     pytest.importorskip("tensorflow")
-    from segrefine_edge.train.refiner_data import RefinerSplit, batches
+    from segrefine_edge.training.refiner_data import RefinerSplit, batches
 
     rng = np.random.default_rng(1)
     masks = np.zeros((3, 40, 60), np.uint8)
@@ -312,7 +313,7 @@ def test_temporal_batches_hold_a_moved_previous_mask():
 @pytest.mark.parametrize("heldout_share", [0.0, 0.5, 1.0])
 def test_held_out_logits_make_their_share_of_the_real_inputs(heldout_share: float):
     pytest.importorskip("tensorflow")
-    from segrefine_edge.train.refiner_data import RefinerSplit, batches
+    from segrefine_edge.training.refiner_data import RefinerSplit, batches
 
     rng = np.random.default_rng(6)
     data = RefinerSplit(rng.integers(0, 255, (3, 8, 12, 3), dtype=np.uint8), np.zeros((3, 8, 12), np.uint8),

@@ -63,8 +63,8 @@ def test_a_run_completes_skips_an_unreadable_image_and_resumes(tiny_camvid: Path
 
 
 def test_a_second_schedule_starts_from_a_finished_runs_weights(tiny_camvid: Path, tmp_path: Path):
-    from segrefine_edge.train.config import load_config
-    from segrefine_edge.train.segmenter import build_segmenter
+    from segrefine_edge.training.config import load_config
+    from segrefine_edge.training.deeplab import build_segmenter
 
     first, second = tmp_path / "first", tmp_path / "second"
     assert _train(tiny_camvid, first, "--epochs", "1").returncode == 0
@@ -86,12 +86,12 @@ def test_a_second_schedule_starts_from_a_finished_runs_weights(tiny_camvid: Path
 
 def test_a_stride2_stage_starts_from_a_stride4_run_and_exports_at_half_the_input(tiny_camvid: Path, tmp_path: Path):
     from click.testing import CliRunner
-    from segrefine_edge.train.config import load_config
-    from segrefine_edge.train.segmenter import build_segmenter
 
     from segrefine_edge.cli import main
     from segrefine_edge.edgetpu import check_edgetpu
     from segrefine_edge.segmenter import Segmenter
+    from segrefine_edge.training.config import load_config
+    from segrefine_edge.training.deeplab import build_segmenter
 
     first, fine = tmp_path / "first", tmp_path / "fine"
     assert _train(tiny_camvid, first, "--epochs", "1").returncode == 0
@@ -186,7 +186,8 @@ def test_averaged_weights_are_the_ones_keras_would_write_back():
     """The weights each epoch is scored with are the optimizer's moving averages, in the model's
     weight order, with non-trainable weights (frozen BatchNorm statistics) as they are."""
     import keras
-    from segrefine_edge.train.averaging import averaged_weights
+
+    from segrefine_edge.training.averaging import averaged_weights
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
                               keras.layers.Dense(2)])
@@ -210,7 +211,8 @@ def test_lovasz_softmax_is_the_mean_jaccard_loss_on_hard_predictions():
     """On one-hot probabilities the Lovasz extension is exact: the mean of 1 - IoU over the
     classes present in the truth; void pixels count nowhere."""
     import tensorflow as tf
-    from segrefine_edge.train.losses import lovasz_softmax
+
+    from segrefine_edge.training.losses import lovasz_softmax
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, (2, 6, 7))

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from segrefine_edge.cli.lazy_tf import require_tensorflow
-from segrefine_edge.convert import TARGETS
+from segrefine_edge.conversion import TARGETS
 from segrefine_edge.errors import ModelError, SegrefineError
 
 
@@ -69,7 +69,7 @@ def model_command(model_path, target, out, input_size, full_resolution, fuse_arg
                   calib_count, val_data, val_split, val_count, fuse_refiner, float_layers, max_drop) -> None:
     """Convert MODEL (a training run folder, .keras file or SavedModel) to TFLite for --to."""
     require_tensorflow("convert")
-    from segrefine_edge.convert.export import ExportOptions, export
+    from segrefine_edge.conversion.export import ExportOptions, export
     from segrefine_edge.edgetpu import check_edgetpu
 
     source = Path(model_path)

@@ -32,8 +32,8 @@ def train() -> None:
 def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_weights, strategy, resume) -> None:
     """Train DeepLabv3+ (MobileNetV2) and keep the best checkpoint by val mIoU."""
     require_tensorflow("train")
-    from segrefine_edge.train.config import TrainConfig, apply_overrides, load_config
-    from segrefine_edge.train.loop import train_segmenter
+    from segrefine_edge.training.config import TrainConfig, apply_overrides, load_config
+    from segrefine_edge.training.segmenter_loop import train_segmenter
 
     config = load_config(config_file) if config_file else TrainConfig()
     flags = {"data": data, "epochs": epochs, "batch": batch, "backbone_weights": backbone_weights, "strategy": strategy}
@@ -64,8 +64,8 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
 def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, steps, batch, seed, overrides) -> None:
     """Train the boundary refiner on the frozen segmenter's outputs (CE, or CE + adversarial)."""
     require_tensorflow("train")
-    from segrefine_edge.train.config import apply_overrides
-    from segrefine_edge.train.refiner_loop import RefinerTrainConfig, train_refiner
+    from segrefine_edge.training.config import apply_overrides
+    from segrefine_edge.training.refiner_loop import RefinerTrainConfig, train_refiner
 
     if segmenter == "default":
         shipped = default_model_path()

@@ -13,16 +13,16 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from segrefine_edge.train.averaging import averaged_weights, check_momentum, ema_options
-from segrefine_edge.train.config import TrainConfig, config_to_dict, load_config
-from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split, training_dataset
-from segrefine_edge.train.folds import without_fold
-from segrefine_edge.train.losses import segmentation_loss
-from segrefine_edge.train.segmenter import SegmenterConfig, build_segmenter
 
 from segrefine_edge.datasets import find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
 from segrefine_edge.metrics import ConfusionMatrix
+from segrefine_edge.training.averaging import averaged_weights, check_momentum, ema_options
+from segrefine_edge.training.config import TrainConfig, config_to_dict, load_config
+from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split, training_dataset
+from segrefine_edge.training.deeplab import SegmenterConfig, build_segmenter
+from segrefine_edge.training.folds import without_fold
+from segrefine_edge.training.losses import segmentation_loss
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
-from segrefine_edge.convert import TARGETS
-from segrefine_edge.train.refiner_data import probabilities_at
 
+from segrefine_edge.conversion import TARGETS
 from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
 from segrefine_edge.errors import DatasetError, ModelError, SegrefineError
+from segrefine_edge.training.refiner_data import probabilities_at
 
 _DEBUG_SAMPLES = 24  # images used to rank layers by quantisation error
 

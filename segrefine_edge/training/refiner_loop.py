@@ -15,13 +15,17 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
-from segrefine_edge.train.averaging import averaged_weights, check_momentum, ema_options
-from segrefine_edge.train.config import load_config
-from segrefine_edge.train.data import DecodedSplit, class_weights, decode_split
-from segrefine_edge.train.folds import fold_of
-from segrefine_edge.train.losses import lovasz_softmax
-from segrefine_edge.train.refiner import RefinerConfig, build_discriminator, build_generator
-from segrefine_edge.train.refiner_data import (
+
+from segrefine_edge.datasets import Pair, find_pairs, read_class_info
+from segrefine_edge.errors import SegrefineError
+from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
+from segrefine_edge.training.averaging import averaged_weights, check_momentum, ema_options
+from segrefine_edge.training.config import load_config
+from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split
+from segrefine_edge.training.deeplab import build_segmenter, decoder_logits
+from segrefine_edge.training.folds import fold_of
+from segrefine_edge.training.losses import lovasz_softmax
+from segrefine_edge.training.refiner_data import (
     FLOW_RESIDUAL,
     RefinerSplit,
     batches,
@@ -29,11 +33,7 @@ from segrefine_edge.train.refiner_data import (
     refiner_split,
     segmenter_logits,
 )
-from segrefine_edge.train.segmenter import build_segmenter, decoder_logits
-
-from segrefine_edge.datasets import Pair, find_pairs, read_class_info
-from segrefine_edge.errors import SegrefineError
-from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
+from segrefine_edge.training.refiner_net import RefinerConfig, build_discriminator, build_generator
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segrefine_edge.train.data import AugmentConfig
-from segrefine_edge.train.segmenter import SegmenterConfig
-
 from segrefine_edge.errors import SegrefineError
+from segrefine_edge.training.data import AugmentConfig
+from segrefine_edge.training.deeplab import SegmenterConfig
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from segrefine_edge.train.data import DecodedSplit
+
+from segrefine_edge.training.data import DecodedSplit
 
 # Size (see random_motion) of the motion a temporal refiner's previous mask keeps after flow
 # alignment, in training (the shipped refiner's). Behind the first segmenter: val TC 0.801 (int8,

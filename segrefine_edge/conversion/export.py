@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-from segrefine_edge.convert.edge_graph import ArgMaxLabels, edge_friendly
-from segrefine_edge.convert.quantize import calibration_images, input_names, refiner_calibration, to_tflite
-from segrefine_edge.convert.source import ExportSource, fuse_refiner, load_source
-from segrefine_edge.convert.validate import Validation, validate
 
 from segrefine_edge.contract import embed_metadata
+from segrefine_edge.conversion.edge_graph import ArgMaxLabels, edge_friendly
+from segrefine_edge.conversion.quantize import calibration_images, input_names, refiner_calibration, to_tflite
+from segrefine_edge.conversion.source import ExportSource, fuse_refiner, load_source
+from segrefine_edge.conversion.validate import Validation, validate
 from segrefine_edge.evaluate import dataset_classes
 from segrefine_edge.pngio import write_atomic
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-from segrefine_edge.train.config import config_from_dict
-from segrefine_edge.train.segmenter import build_segmenter, decoder_logits
 
 from segrefine_edge.datasets import read_class_info
 from segrefine_edge.errors import ModelError
+from segrefine_edge.training.config import config_from_dict
+from segrefine_edge.training.deeplab import build_segmenter, decoder_logits
 
 
 @dataclass
@@ -109,7 +109,7 @@ _KEYS_BEFORE_THEY_EXISTED = {"softmax_stem": True, "logits_stride": 1, "head": "
 def _from_refiner_run(run: Path) -> ExportSource:
     """A refiner run: the generator at its training size; calibration reuses the segmenter
     logits cached for training, so the int8 ranges match what the refiner will be fed."""
-    from segrefine_edge.train.refiner import RefinerConfig, build_generator
+    from segrefine_edge.training.refiner_net import RefinerConfig, build_generator
 
     recipe = json.loads((run / "config.json").read_text())
     if not (run / "best.weights.h5").is_file():
