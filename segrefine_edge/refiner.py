@@ -16,7 +16,9 @@ from segrefine_edge.backend import open_backend
 from segrefine_edge.contract import resolve_contract
 from segrefine_edge.errors import ModelError
 from segrefine_edge.motion import FlowTracker, pull_back
-from segrefine_edge.segmenter import ScoreMap, pixel_mapping, pixels_to_tensor, quantise, to_integers
+from segrefine_edge.preprocess import resize_image
+from segrefine_edge.quant import pixel_mapping, pixels_to_tensor, quantise, to_integers
+from segrefine_edge.scores import ScoreMap
 
 # Share of the flow-aligned previous output in a temporal refiner's output. Chosen on CamVid
 # val's 0016E5 frames (15 Hz) among 0-0.8: TC rises steadily with it, mIoU holds up to 0.5 and
@@ -69,7 +71,7 @@ class GuidedFilterRefiner(_Stateless):
         h, w = frame_bgr.shape[:2]
         if w > self.working_width:
             h, w = round(h * self.working_width / w), self.working_width
-        guide = cv2.cvtColor(cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        guide = cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2GRAY)
         guide = guide.astype(np.float32) / 255.0
         probs = cv2.resize(scores.probabilities(), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         size = (2 * self.radius + 1, 2 * self.radius + 1)
@@ -169,7 +171,7 @@ class TFLiteRefiner:
 
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
         h, w = self.hw
-        rgb = cv2.cvtColor(cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
         scores_tensor, scores_name = self._scores_tensor(scores)
         feeds = {"image": pixels_to_tensor(rgb, self._pixels, self._inputs["image"]), scores_name: scores_tensor}
         aligned = None

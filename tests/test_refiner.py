@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from segrefine_edge.errors import ModelError
+from segrefine_edge.postprocess import labels_at
 from segrefine_edge.refiner import GuidedFilterRefiner, open_refiner
-from segrefine_edge.segmenter import ScoreMap, labels_at
+from segrefine_edge.scores import ScoreMap
 
 CLI = [sys.executable, "-m", "segrefine_edge"]
 

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segrefine_edge.errors import ModelError
-from segrefine_edge.segmenter import ScoreMap, Segmenter, labels_at
+from segrefine_edge.postprocess import labels_at
+from segrefine_edge.scores import ScoreMap
+from segrefine_edge.segmenter import Segmenter
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,7 +111,7 @@ def test_quantised_input_with_its_own_range_gets_mapped_pixels():
     ``a * pixel + b`` raw integers, rounded and clipped, quantised once."""
     from segrefine_edge.backend import TensorInfo
     from segrefine_edge.contract import ModelContract
-    from segrefine_edge.segmenter import pixel_mapping, pixels_to_tensor
+    from segrefine_edge.quant import pixel_mapping, pixels_to_tensor
 
     tensor = TensorInfo(0, "image", (1, 1, 3, 3), np.dtype(np.int8), 2.0 / 255.0, -128)
     contract = ModelContract(input_scale=1.0 / 255.0, input_offset=0.0)      # the model expects 0-1
@@ -172,3 +174,18 @@ def test_upsampled_labels_are_the_argmax_of_the_bilinearly_upsampled_scores(h, w
     labels = labels_at(ScoreMap("logits", values), (out_w, out_h))
     assert labels.shape == (out_h, out_w) and np.array_equal(labels, expected)
     assert labels.dtype == (np.uint8 if classes <= 256 else np.uint16)
+
+
+def test_runtime_resizes_like_calibration_when_one_side_shrinks():
+    """CamVid's 480x360 frames go into a 480x352 model: the runtime must area-average them as
+    calibration and validation do (it once resized them bilinearly, mixing resize differences
+    into the measured conversion error)."""
+    from segrefine_edge.preprocess import resize_image
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    area = cv2.resize(frame, (480, 352), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(resize_image(frame, (352, 480)), area)
+    assert resize_image(frame, (360, 480)) is frame
+    grown = resize_image(frame[:100, :100], (200, 150))
+    assert np.array_equal(grown, cv2.resize(frame[:100, :100], (150, 200), interpolation=cv2.INTER_LINEAR))

@@ -24,6 +24,7 @@ import tensorflow as tf
 from segrefine_edge.conversion import TARGETS
 from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
 from segrefine_edge.errors import DatasetError, ModelError, SegrefineError
+from segrefine_edge.preprocess import resize_image
 from segrefine_edge.training.refiner_data import probabilities_at
 
 _DEBUG_SAMPLES = 24  # images used to rank layers by quantisation error
@@ -47,7 +48,7 @@ def calibration_images(root: str | Path, split: str, count: int, input_hw: tuple
         bgr = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DatasetError(f"calibration image {files[index]} cannot be read")
-        rgb = cv2.cvtColor(cv2.resize(bgr, input_hw[::-1], interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(resize_image(bgr, input_hw), cv2.COLOR_BGR2RGB)
         images.append(rgb.astype(np.float32))
     return images
 
@@ -68,7 +69,7 @@ def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None,
     samples = []
     for index in sorted(chosen):
         bgr = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
-        rgb = cv2.cvtColor(cv2.resize(bgr, input_hw[::-1], interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(resize_image(bgr, input_hw), cv2.COLOR_BGR2RGB)
         sample = [rgb.astype(np.float32), np.asarray(logits[index], np.float32)]
         if temporal:
             sample.append(probabilities_at(sample[1], input_hw))

@@ -14,7 +14,10 @@ from segrefine_edge.bench import measure
 from segrefine_edge.datasets import find_pairs
 from segrefine_edge.evaluate import DatasetClasses, read_pair
 from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
-from segrefine_edge.segmenter import ScoreMap, Segmenter, labels_at
+from segrefine_edge.postprocess import labels_at
+from segrefine_edge.preprocess import resize_image
+from segrefine_edge.scores import ScoreMap
+from segrefine_edge.segmenter import Segmenter
 
 
 @dataclass
@@ -54,7 +57,7 @@ def validate(model: keras.Model, tflite_path: Path, data: str | Path, split: str
     for pair in pairs:
         image, mask = read_pair(pair, classes)
         size = (mask.shape[1], mask.shape[0])
-        rgb = cv2.cvtColor(cv2.resize(image, segmenter.contract.input_hw[::-1], interpolation=cv2.INTER_AREA),
+        rgb = cv2.cvtColor(resize_image(image, segmenter.contract.input_hw),
                            cv2.COLOR_BGR2RGB).astype(np.float32)
         reference = labels_at(ScoreMap("logits", np.asarray(model(rgb[None], training=False))[0]), size)
         converted = segmenter.segment(image)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segrefine_edge.preprocess import resize_image
 from segrefine_edge.training.data import DecodedSplit
 
 # Size (see random_motion) of the motion a temporal refiner's previous mask keeps after flow
@@ -45,7 +46,7 @@ def segmenter_logits(predict: Callable[[np.ndarray], np.ndarray], split: Decoded
 
 def refiner_split(split: DecodedSplit, logits: np.ndarray, hw: tuple[int, int]) -> RefinerSplit:
     size = hw[::-1]
-    images = np.stack([cv2.resize(i, size, interpolation=cv2.INTER_AREA) for i in split.images])
+    images = np.stack([resize_image(i, hw) for i in split.images])
     masks = np.stack([cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in split.masks])
     return RefinerSplit(images, masks, logits)
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 from segrefine_edge.datasets import Pair, find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
 from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
+from segrefine_edge.preprocess import resize_image
 from segrefine_edge.training.averaging import averaged_weights, check_momentum, ema_options
 from segrefine_edge.training.config import load_config
 from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split
@@ -100,7 +101,7 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
     h, w = config.eval_hw
 
     def predict(image: np.ndarray) -> np.ndarray:
-        x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        x = resize_image(image, (h, w)).astype(np.float32)
         return np.asarray(logits(x[None], training=False))[0]
     return predict, source, source / "best.weights.h5"
 
