@@ -31,3 +31,7 @@ class DatasetError(SegrefineError):
 
 class MissingExtraError(SegrefineError):
     """A command needs an optional dependency (an extra) that is not installed."""
+
+
+class PipelineError(SegrefineError):
+    """The pipeline was used wrongly: a bad mode, a frame that is no BGR image, timestamps out of order."""

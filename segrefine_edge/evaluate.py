@@ -1,7 +1,7 @@
 """Score models on a labelled split (mIoU, Boundary F, Boundary IoU, latency) and on an
 ordered frame sequence (temporal consistency, flicker), all models over the same frames.
 
-Models run through the same FramePipeline as `stream`, so what is scored is what users see.
+Models run through the same Pipeline as `stream`, so what is scored is what users see.
 A model trained on other classes is scored through a class map (see segrefine_edge.classmaps).
 """
 
@@ -20,7 +20,7 @@ from segrefine_edge.datasets import Pair, read_class_info
 from segrefine_edge.errors import DatasetError, ModelError
 from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix, TemporalScores
 from segrefine_edge.palettes import VOC_CLASSES, as_palette
-from segrefine_edge.pipeline import FramePipeline
+from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.pngio import read_labels, write_labels_png
 from segrefine_edge.sources import Source
 from segrefine_edge.timing import StageTimer
@@ -55,7 +55,7 @@ class ModelRun:
 
     name: str
     path: str
-    pipeline: FramePipeline
+    pipeline: Pipeline
     table: np.ndarray | None
     class_map: str | None
     classes: DatasetClasses
@@ -74,9 +74,10 @@ class ModelRun:
     def labels(self, image: np.ndarray) -> np.ndarray:
         """Predicted labels at the image's size, in the dataset's label space."""
         start = time.perf_counter()
-        labels = self.pipeline.process(image, self.timer)
+        result = self.pipeline.segment(image)
         self.frame_ms.append((time.perf_counter() - start) * 1000.0)
-        return labels if self.table is None else self.table[labels]
+        self.timer.add_all(result.timings_ms)
+        return result.labels if self.table is None else self.table[result.labels]
 
 
 def label_table(contract_labels: list[str], classes: DatasetClasses, class_map: str | None,

@@ -1,196 +1,235 @@
-"""The frame path (preprocess -> segment -> refine -> postprocess) and the threaded runner.
+"""The public pipeline: one object that turns BGR frames into class labels.
 
-Threads: a reader fills a bounded queue from a file source (so nothing is dropped and
-decoding overlaps inference); live sources keep only their newest frame themselves; the main
-thread runs the model; a writer thread renders and writes, behind another bounded queue.
+Built from a ``PipelineOptions`` the way MediaPipe Tasks build a segmenter: the options name
+the models, the runtime and a running mode, creation checks that segmenter and refiner fit
+together, and ``segment(frame)`` returns a ``SegmentationResult``::
+
+    from segrefine_edge import Pipeline, PipelineOptions
+
+    with Pipeline(PipelineOptions(mode="video")) as pipeline:
+        result = pipeline.segment(frame_bgr)
+        print(result.labels.shape, result.timings_ms)
+
+Modes: ``image`` (unrelated stills: nothing is carried from one frame to the next),
+``video`` (ordered frames of one clip: a temporal refiner follows them), ``live`` (as video;
+the source, not the pipeline, drops stale frames so the newest one wins).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from segrefine_edge.refiner import IdentityRefiner, Refiner
-from segrefine_edge.render import Renderer
-from segrefine_edge.segmenter import Segmenter, labels_at
-from segrefine_edge.sinks import DisplaySink, MaskSink, VideoFileSink
-from segrefine_edge.sources import Frame, Source
-from segrefine_edge.timing import StageTimer
+from segrefine_edge.contract import ModelContract
+from segrefine_edge.errors import ModelError, PipelineError
+from segrefine_edge.models import default_model_path, default_refiner_path
+from segrefine_edge.postprocess import labels_at
+from segrefine_edge.refiner import TEMPORAL_BLEND, IdentityRefiner, Refiner, TFLiteRefiner, open_refiner
+from segrefine_edge.scores import ScoreMap
+from segrefine_edge.segmenter import Segmenter
 
-_QUEUE_DEPTH = 4
-RSS_EVERY = 1000  # frames between peak-memory readings in the summary
-_END = object()
+MODES = ("image", "video", "live")
+DEFAULT_REFINER = "default"   # the refiner trained behind the shipped segmenter; none behind another model
+STAGES = ("preprocess", "segment", "refine", "postprocess")
 
 
-class FramePipeline:
-    """Segment and refine one frame; returns class labels at the frame's size."""
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What to run and how.
 
-    def __init__(self, segmenter: Segmenter, refiner: Refiner | None = None) -> None:
-        self.segmenter = segmenter
-        self.refiner = refiner or IdentityRefiner()
+    ``model``: a segmenter ``.tflite`` (None: the shipped CamVid model). ``refiner``: a refiner
+    ``.tflite``, ``'guided-filter'``, ``'none'``/None, or ``'default'``, which means the shipped
+    refiner with the shipped model and no refiner with any other (a refiner only fits the
+    outputs of the segmenter it was trained behind). ``contract_overrides``: model-contract
+    fields for third-party models (labels, palette, input_range, color_order, output_kind).
+    """
+
+    model: str | Path | None = None
+    refiner: str | Path | None = DEFAULT_REFINER
+    mode: str = "video"
+    runtime: str = "auto"
+    delegate: str = "auto"
+    threads: int = 2
+    temporal_blend: float = TEMPORAL_BLEND
+    contract_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SegmentationResult:
+    """One frame's result.
+
+    ``labels``: class indices at the frame's size (uint8; uint16 past 255 classes).
+    ``scores``: the refined scores at model resolution (see ScoreMap for quantised values).
+    ``timings_ms``: milliseconds per stage (preprocess, segment, refine, postprocess).
+    """
+
+    labels: np.ndarray
+    scores: ScoreMap
+    timings_ms: dict[str, float]
+
+    def confidence(self) -> np.ndarray:
+        """Top-1 class probability per pixel at model resolution (float32, 0-1); all ones for
+        a model that outputs labels only."""
+        if self.scores.kind == "labels":
+            return np.ones(self.scores.values.shape[:2], np.float32)
+        return self.scores.probabilities().max(axis=-1)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise PipelineError(f"mode '{mode}' is not one of {', '.join(MODES)}: image for unrelated stills, "
+                            "video for the ordered frames of a clip, live for a camera or stream")
+
+
+def check_segmenter(segmenter: Segmenter) -> None:
+    """Refuse models that cannot be a segmenter: a refiner, or one whose output is no per-pixel map."""
+    name = segmenter.backend.path.name
+    if segmenter.contract.role == "refiner":
+        raise ModelError(f"{name} is a refiner (its contract says role 'refiner'); pass it as --refiner, "
+                         "and a segmenter as --model")
+    shape = segmenter.output.shape
+    in_h, in_w = segmenter.contract.input_hw
+    spatial = shape[1:3] if len(shape) >= 3 else ()
+    if len(spatial) < 2 or min(spatial) < 2 or spatial[0] * 32 < in_h or spatial[1] * 32 < in_w:
+        kind = "a classifier" if len(shape) == 2 else "a detector or another non-dense model"
+        raise ModelError(f"{name} outputs {list(shape)} for a {in_w}x{in_h} input, which is no per-pixel map "
+                         f"(it looks like {kind}); pass a segmentation model")
+
+
+def check_fit(segmenter: Segmenter, refiner: Refiner) -> None:
+    """Refuse a refiner that cannot read this segmenter's output."""
+    if isinstance(refiner, IdentityRefiner):
+        return
+    contract = segmenter.contract
+    if contract.output_kind == "labels":
+        raise ModelError(f"{segmenter.backend.path.name} outputs labels only (an argmax); refiner '{refiner.name}' "
+                         "needs scores: pass --no-refiner or a model that outputs logits")
+    # A TFLite refiner's role was checked when it was opened; its class count is checked here
+    refined = refiner.contract.num_classes if isinstance(refiner, TFLiteRefiner) else None
+    if refined and refined != contract.num_classes:
+        raise ModelError(f"refiner {refiner.backend.path.name} refines {refiner.contract.num_classes} classes but "
+                             f"{segmenter.backend.path.name} predicts {contract.num_classes}; use a refiner trained "
+                             "behind this segmenter")
+
+
+def _refiner_spec(options: PipelineOptions) -> str | None:
+    spec = options.refiner
+    if spec is None or str(spec) == "none":
+        return None
+    if str(spec) == DEFAULT_REFINER:
+        shipped = default_model_path()
+        behind_shipped = options.model is None or (shipped is not None and Path(options.model).resolve() == shipped)
+        default = default_refiner_path() if behind_shipped else None
+        return str(default) if default else None
+    return str(spec)
+
+
+def _model_path(model: str | Path | None) -> str:
+    if model:
+        return str(model)
+    path = default_model_path()
+    if path is None:
+        raise ModelError("no default model ships in this build; pass --model PATH to a .tflite segmenter")
+    return str(path)
+
+
+class Pipeline:
+    """Segment and refine frames; a context manager. See the module docstring for an example."""
+
+    def __init__(self, options: PipelineOptions | None = None) -> None:
+        options = options or PipelineOptions()
+        _check_mode(options.mode)
+        segmenter = Segmenter.open(_model_path(options.model), options.runtime, options.delegate, options.threads,
+                                   dict(options.contract_overrides))
+        refiner = open_refiner(_refiner_spec(options), options.runtime, options.delegate, options.threads,
+                               options.temporal_blend)
+        self._setup(segmenter, refiner, options.mode)
+
+    @classmethod
+    def from_parts(cls, segmenter: Segmenter, refiner: Refiner | None = None, mode: str = "video") -> Pipeline:
+        """A pipeline over models already open (``eval`` runs one segmenter behind several refiners)."""
+        _check_mode(mode)
+        pipeline = cls.__new__(cls)
+        pipeline._setup(segmenter, refiner or IdentityRefiner(), mode)
+        return pipeline
+
+    def _setup(self, segmenter: Segmenter, refiner: Refiner, mode: str) -> None:
+        check_segmenter(segmenter)
+        check_fit(segmenter, refiner)
+        self.segmenter, self.refiner, self.mode = segmenter, refiner, mode
+        self._last_timestamp: float | None = None
+        self._closed = False
+
+    @property
+    def contract(self) -> ModelContract:
+        """The segmenter's contract: class names, palette, input size."""
+        return self.segmenter.contract
+
+    def describe(self) -> str:
+        """One line: model, runtime/delegate/threads, refiner, mode."""
+        return (f"{self.segmenter.backend.path.name} on {self.segmenter.backend.describe()}, input "
+                f"{self.contract.input_hw[1]}x{self.contract.input_hw[0]}, refiner: {self.refiner.name}, "
+                f"mode: {self.mode}")
 
     def reset(self) -> None:
-        """Start a new sequence (a temporal refiner forgets its previous mask)."""
+        """Start a new sequence: a temporal refiner forgets its previous mask."""
         self.refiner.reset()
+        self._last_timestamp = None
 
-    def process(self, image: np.ndarray, timer: StageTimer) -> np.ndarray:
-        with timer.stage("preprocess"):
-            resized = self.segmenter.resize(image)
-            tensor = self.segmenter.to_tensor(resized)
-        with timer.stage("segment"):
-            scores = self.segmenter.invoke(tensor)
-        with timer.stage("refine"):
-            # The segmenter's copy of the frame where it is big enough (a whole-factor shrink of
-            # it costs 0.04 ms against 1.4 ms from a 768x576 frame)
-            need_h, need_w = self.refiner.frame_hw
-            big_enough = resized.shape[0] >= need_h and resized.shape[1] >= need_w
-            scores = self.refiner.refine(resized if big_enough else image, scores)
-        with timer.stage("postprocess"):
-            return labels_at(scores, (image.shape[1], image.shape[0]))
+    def segment(self, frame_bgr: np.ndarray, timestamp: float | None = None) -> SegmentationResult:
+        """Labels for one BGR uint8 frame (HxWx3, any size).
 
+        ``timestamp`` (seconds, optional in video and live mode) must grow from frame to frame;
+        image mode takes none. Raises PipelineError on misuse.
+        """
+        self._check_call(frame_bgr, timestamp)
+        if self.mode == "image":
+            self.refiner.reset()
+        clock = time.perf_counter
+        t0 = clock()
+        resized = self.segmenter.resize(frame_bgr)
+        tensor = self.segmenter.to_tensor(resized)
+        t1 = clock()
+        scores = self.segmenter.invoke(tensor)
+        t2 = clock()
+        # The segmenter's copy of the frame where it is big enough (a whole-factor shrink of it
+        # costs 0.04 ms against 1.4 ms from a 768x576 frame)
+        need_h, need_w = self.refiner.frame_hw
+        big_enough = resized.shape[0] >= need_h and resized.shape[1] >= need_w
+        scores = self.refiner.refine(resized if big_enough else frame_bgr, scores)
+        t3 = clock()
+        labels = labels_at(scores, (frame_bgr.shape[1], frame_bgr.shape[0]))
+        t4 = clock()
+        timings = dict(zip(STAGES, ((b - a) * 1000.0 for a, b in ((t0, t1), (t1, t2), (t2, t3), (t3, t4))),
+                           strict=True))
+        return SegmentationResult(labels, scores, timings)
 
-@dataclass
-class Outputs:
-    """Everything a run writes or shows; any may be absent."""
-
-    renderer: Renderer | None = None
-    video: VideoFileSink | None = None
-    masks: MaskSink | None = None
-    display: DisplaySink | None = None
-    hud: bool = True
-    latest_view: list = field(default_factory=list)
+    def _check_call(self, frame: np.ndarray, timestamp: float | None) -> None:
+        if self._closed:
+            raise PipelineError("this pipeline is closed; create a new one")
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise PipelineError(f"a frame must be a BGR uint8 array of shape (height, width, 3); got {got}")
+        if timestamp is None:
+            return
+        if self.mode == "image":
+            raise PipelineError("image mode takes no timestamps: its frames are unrelated; use mode='video' for a clip")
+        if self._last_timestamp is not None and timestamp <= self._last_timestamp:
+            raise PipelineError(f"timestamp {timestamp} does not follow {self._last_timestamp}: frames of a video must "
+                                "come in order (call reset() to start a new clip)")
+        self._last_timestamp = timestamp
 
     def close(self) -> None:
-        for sink in (self.video, self.masks, self.display):
-            if sink is not None:
-                sink.close()
+        """Release the models; later calls raise PipelineError."""
+        self._closed = True
 
+    def __enter__(self) -> Pipeline:
+        return self
 
-class _Reader(threading.Thread):
-    """Reads every frame of a file source into a bounded queue (blocking when full)."""
-
-    def __init__(self, source: Source, timer: StageTimer, stop: threading.Event) -> None:
-        super().__init__(name="reader", daemon=True)
-        self.source, self.timer, self.stop = source, timer, stop
-        self.frames: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                start = time.perf_counter()
-                frame = self.source.read()
-                if frame is None:
-                    break
-                self.timer.add("capture", (time.perf_counter() - start) * 1000.0)
-                while not self.stop.is_set():
-                    try:
-                        self.frames.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:  # handed to the main thread, which reports it
-            self.error = exc
-        finally:
-            self.frames.put(_END)
-
-    def next(self) -> Frame | None:
-        item = self.frames.get()
-        return None if item is _END else item
-
-
-class _Writer(threading.Thread):
-    """Renders and writes results in order; the latest rendered view is left for the display."""
-
-    def __init__(self, outputs: Outputs, timer: StageTimer) -> None:
-        super().__init__(name="writer", daemon=True)
-        self.outputs, self.timer = outputs, timer
-        self.items: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        out = self.outputs
-        while True:
-            item = self.items.get()
-            if item is _END:
-                return
-            if self.error is not None:
-                continue
-            frame, labels = item
-            try:
-                view = None
-                if out.renderer is not None and (out.video is not None or out.display is not None):
-                    with self.timer.stage("render"):
-                        hud = {"FPS": self.timer.fps(), **{f"{k} ms": v for k, v in self.timer.last.items()
-                                                           if k in ("segment", "refine")}} if out.hud else None
-                        view = out.renderer.render(frame.image, labels, hud)
-                with self.timer.stage("write"):
-                    if out.video is not None and view is not None:
-                        out.video.write(view)
-                    if out.masks is not None:
-                        out.masks.write(labels, frame.index, getattr(frame, "name", None))
-                if view is not None and out.display is not None:
-                    out.latest_view[:] = [view]
-            except BaseException as exc:  # reported by the main thread after the run
-                self.error = exc
-
-
-@dataclass
-class RunLimits:
-    max_frames: int | None = None
-    duration: float | None = None
-
-
-def run_stream(source: Source, pipeline: FramePipeline, outputs: Outputs, limits: RunLimits,
-               stop: threading.Event, timer: StageTimer | None = None) -> StageTimer:
-    """Process frames until the source ends, a limit is reached or ``stop`` is set.
-
-    Whatever was processed is rendered and written before returning, and every sink is
-    closed, so an interrupted run leaves a playable video and complete masks.
-    """
-    timer = timer or StageTimer()
-    reader = None if source.live else _Reader(source, timer, stop)
-    writer = _Writer(outputs, timer)
-    writer.start()
-    if reader is not None:
-        reader.start()
-    deadline = time.monotonic() + limits.duration if limits.duration else None
-    try:
-        while not stop.is_set():
-            if limits.max_frames is not None and timer.frames >= limits.max_frames:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if reader is not None:
-                frame = reader.next()
-            else:
-                with timer.stage("capture"):
-                    frame = source.read()
-            if frame is None:
-                break
-            labels = pipeline.process(frame.image, timer)
-            writer.items.put((frame, labels))
-            timer.frame_done()
-            if timer.frames % RSS_EVERY == 0:
-                timer.record_peak_rss()
-            if writer.error is not None:
-                break
-            if outputs.display is not None and outputs.latest_view and not outputs.display.show(outputs.latest_view[0]):
-                break
-    finally:
-        stop.set()
-        writer.items.put(_END)
-        writer.join()
-        if reader is not None:
-            while reader.is_alive():
-                reader.frames.get()  # unblock a reader waiting on a full queue
-            reader.join()
-        outputs.close()
-    for thread in (reader, writer):
-        if thread is not None and thread.error is not None:
-            raise thread.error
-    return timer
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -27,11 +27,13 @@ _MAX_CONSECUTIVE_BAD_FRAMES = 50
 
 @dataclass
 class Frame:
-    """A BGR uint8 image with its position in the source and a timestamp in seconds."""
+    """A BGR uint8 image with its position in the source, a timestamp in seconds and, for a
+    frame read from an image file, that file's stem (outputs are named after it)."""
 
     image: np.ndarray
     index: int
     timestamp: float
+    name: str | None = None
 
 
 class Source:
@@ -42,6 +44,11 @@ class Source:
     size: tuple[int, int] = (0, 0)  # (width, height) of the first frame
     skipped = 0
 
+    @property
+    def length(self) -> int | None:
+        """How many frames the source will deliver, where it can tell (for progress and ETA)."""
+        return None
+
     def __enter__(self) -> Source:
         return self
 
@@ -50,6 +57,11 @@ class Source:
 
     def read(self) -> Frame | None:
         raise NotImplementedError
+
+    def counters(self) -> dict[str, int]:
+        """What the source did besides delivering frames, for the run's summary: frames it
+        could not decode (and skipped), and what subclasses count (dropped stale frames, loops)."""
+        return {"skipped_frames": self.skipped}
 
     def close(self) -> None:
         """Release the device or file."""
@@ -90,6 +102,11 @@ class VideoFileSource(Source):
             failed += 1
         return None
 
+    @property
+    def length(self) -> int | None:
+        """The container's frame count (an estimate for some codecs), None when it gives none."""
+        return self.frame_count or None
+
     def read(self) -> Frame | None:
         image = self._pending if self._pending is not None else self._next_image()
         self._pending = None
@@ -119,6 +136,11 @@ class ImageFilesSource(Source):
             raise SourceError(f"none of the {len(files)} image files could be decoded")
         self.size = (first.shape[1], first.shape[0])
 
+    @property
+    def length(self) -> int | None:
+        """The number of files (unreadable ones among them are skipped when met)."""
+        return len(self.files)
+
     def read(self) -> Frame | None:
         while self.position < len(self.files):
             path = self.files[self.position]
@@ -127,8 +149,7 @@ class ImageFilesSource(Source):
             if image is None:
                 self.skipped += 1
                 continue
-            frame = Frame(image, self.index, self.index / self.fps)
-            frame.name = path.stem  # type: ignore[attr-defined]
+            frame = Frame(image, self.index, self.index / self.fps, path.stem)
             self.index += 1
             return frame
         return None
@@ -186,6 +207,10 @@ class LiveSource(Source):
             self.dropped += frame.index - self._last_returned - 1
             self._last_returned = frame.index
             return frame
+
+    def counters(self) -> dict[str, int]:
+        """Adds the stale frames dropped because a newer one had arrived (the newest frame wins)."""
+        return {**super().counters(), "dropped_frames": self.dropped}
 
     def close(self) -> None:
         with self._cond:
@@ -249,6 +274,10 @@ class LoopingSource(Source):
         frame.timestamp = self.index / self.fps
         self.index += 1
         return frame
+
+    def counters(self) -> dict[str, int]:
+        """Adds how many times the input was replayed from its start."""
+        return {**super().counters(), "loops": self.loops}
 
     def close(self) -> None:
         self.inner.close()

@@ -40,6 +40,11 @@ class StageTimer:
             self._samples[name].append(ms)
             self.last[name] = ms
 
+    def add_all(self, timings_ms: dict[str, float]) -> None:
+        """Record one frame's per-stage times (a SegmentationResult's ``timings_ms``)."""
+        for name, ms in timings_ms.items():
+            self.add(name, ms)
+
     def record_peak_rss(self) -> None:
         """Note the process's peak resident memory so far against the frame count: a flat
         series over a long run is the evidence that nothing accumulates per frame."""

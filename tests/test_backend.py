@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -12,10 +14,9 @@ from segrefine_edge.bench import random_inputs
 from segrefine_edge.errors import DelegateError, ModelError
 from segrefine_edge.litert_gpu import CompiledGpuRunner
 from segrefine_edge.models import default_model_path, default_refiner_path
-from segrefine_edge.pipeline import FramePipeline
+from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.refiner import open_refiner
 from segrefine_edge.segmenter import Segmenter
-from segrefine_edge.timing import StageTimer
 
 TEMPORAL_REFINER = default_refiner_path()   # three inputs of different shapes
 
@@ -50,6 +51,25 @@ def test_edgetpu_model_on_cpu_says_what_to_do(peers):
 def test_edgetpu_delegate_without_tpu_is_a_clear_error(peers):
     with pytest.raises(DelegateError, match=r"libedgetpu|EdgeTPU"):
         Backend(peers / "coral" / "deeplabv3_mnv2_pascal_quant_edgetpu.tflite", delegate="edgetpu")
+
+
+def test_cpu_twin_finds_what_convert_writes_beside_a_compiled_model(tmp_path):
+    compiled = tmp_path / "street_edgetpu.tflite"
+    assert cpu_twin(compiled) is None
+    for name in ("street_edgetpu-ready.tflite", "street_int8.tflite", "street.tflite"):
+        (tmp_path / name).write_bytes(b"x")
+        assert cpu_twin(compiled) == tmp_path / name     # the later, the more preferred
+    assert cpu_twin(tmp_path / "street_int8.tflite") is None
+
+
+def test_every_file_an_error_message_points_to_exists():
+    """A message that sends the user to a file in this repository must not send them nowhere."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    for source in (root / "segrefine_edge").rglob("*.py"):
+        for target in re.findall(r"\b((?:deploy|docs)/[\w./-]+\.(?:md|sh|rules|service))", source.read_text()):
+            assert (root / target).is_file(), f"{source.name} points to {target}, which does not exist"
 
 
 def test_auto_falls_back_to_cpu_twin_and_says_so_once(peers, capsys):
@@ -129,8 +149,8 @@ def test_gpu_gives_the_cpus_answer_where_a_gpu_exists(camvid, refined):
             if "needs Vulkan" not in str(exc) and "no GPU adapter" not in str(exc):
                 raise   # a GPU is there and failed this model: that is a failure, not a skip
             pytest.skip(f"no GPU here: {exc}")
-        pipeline = FramePipeline(segmenter, refiner)
-        labels[delegate] = np.stack([pipeline.process(frame, StageTimer()) for frame in frames])
+        pipeline = Pipeline.from_parts(segmenter, refiner)
+        labels[delegate] = np.stack([pipeline.segment(frame).labels for frame in frames])
     assert segmenter.backend.gpu_runner is not None and segmenter.backend.describe().startswith("litert/gpu")
     agreement = np.mean(labels["gpu"] == labels["cpu"])
     assert agreement > 0.98, f"GPU and CPU agree on {agreement:.1%} of pixels"

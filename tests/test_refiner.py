@@ -191,10 +191,9 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, ti
     pytest.importorskip("tensorflow")
     import cv2
 
-    from segrefine_edge.pipeline import FramePipeline
+    from segrefine_edge.pipeline import Pipeline
     from segrefine_edge.refiner import TFLiteRefiner
     from segrefine_edge.segmenter import Segmenter
-    from segrefine_edge.timing import StageTimer
 
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     refiner = TFLiteRefiner(_convert_int8(tiny_refiner_run, tmp_path / "refiner.tflite"))
@@ -202,7 +201,7 @@ def test_refiner_converts_to_int8_and_runs_behind_a_segmenter(tiny_run: Path, ti
     assert refiner._inputs["logits"].shape[1:3] == (16, 24)        # the segmenter's logits go in as they are
     assert {info.dtype for info in refiner._inputs.values()} == {np.dtype(np.int8)}   # no QUANTIZE op in the graph
     frame = cv2.imread(str(sorted(Path(data, "val").iterdir())[0]))
-    labels = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner).process(frame, StageTimer())
+    labels = Pipeline.from_parts(Segmenter.open(tiny_int8_segmenter), refiner).segment(frame).labels
     assert labels.shape == frame.shape[:2] and labels.max() < 11
 
 
@@ -226,6 +225,7 @@ def test_refiner_trains_on_a_tflite_segmenter_and_calibrates_from_its_own_run(ti
     assert TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite")).hw == (32, 48)
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("segmenter, message", [("missing.tflite", "does not exist"),
                                                 ("CITYSCAPES", "the refiner needs logits or probabilities for 11")])
 def test_train_refiner_refuses_an_unusable_segmenter(camvid: Path, cityscapes_model: Path, tmp_path: Path,
@@ -330,10 +330,9 @@ def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, t
     pytest.importorskip("tensorflow")
     import cv2
 
-    from segrefine_edge.pipeline import FramePipeline
+    from segrefine_edge.pipeline import Pipeline
     from segrefine_edge.refiner import TFLiteRefiner
     from segrefine_edge.segmenter import Segmenter
-    from segrefine_edge.timing import StageTimer
 
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     run = tmp_path / "temporal"
@@ -345,10 +344,10 @@ def test_temporal_refiner_trains_converts_and_carries_its_mask(tiny_run: Path, t
     refiner = TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite"))
     assert refiner.temporal and sorted(refiner.order) == ["image", "logits", "previous"]
     assert refiner._inputs["logits"].shape[1:3] == (32, 48)        # the runtime resizes the 16x24 logits
-    pipeline = FramePipeline(Segmenter.open(tiny_int8_segmenter), refiner)
+    pipeline = Pipeline.from_parts(Segmenter.open(tiny_int8_segmenter), refiner)
     frames = [cv2.imread(str(p)) for p in sorted(Path(data, "val").iterdir())[:2]]
     for frame in frames:
-        labels = pipeline.process(frame, StageTimer())
+        labels = pipeline.segment(frame).labels
         assert labels.shape == frame.shape[:2]
     assert refiner._previous is not None and refiner._previous.shape == (32, 48, 11)
     pipeline.reset()
@@ -418,9 +417,8 @@ def test_temporal_blend_averages_the_output_with_the_previous_one_along_the_flow
 
 def test_the_refiner_gets_the_segmenters_copy_of_the_frame_where_that_is_big_enough():
     from segrefine_edge.models import default_model_path
-    from segrefine_edge.pipeline import FramePipeline
+    from segrefine_edge.pipeline import Pipeline
     from segrefine_edge.segmenter import Segmenter
-    from segrefine_edge.timing import StageTimer
 
     class Recording:
         name = "recording"
@@ -439,5 +437,5 @@ def test_the_refiner_gets_the_segmenters_copy_of_the_frame_where_that_is_big_eno
     frame = np.random.default_rng(0).integers(0, 255, (576, 768, 3), dtype=np.uint8)
     fits, too_small = Recording((176, 240)), Recording((400, 480))
     for refiner in (fits, too_small):
-        FramePipeline(segmenter, refiner).process(frame, StageTimer())
+        Pipeline.from_parts(segmenter, refiner).segment(frame)
     assert fits.seen == [segmenter.contract.input_hw] and too_small.seen == [(576, 768)]

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
 from segrefine_edge.errors import SinkError, SourceError
+from segrefine_edge.pipeline import SegmentationResult
 from segrefine_edge.pngio import read_labels, write_labels_png
-from segrefine_edge.sinks import MaskSink, VideoFileSink
-from segrefine_edge.sources import ImageFilesSource, VideoFileSource, open_source
+from segrefine_edge.scores import ScoreMap
+from segrefine_edge.sinks import SinkContext, SinkItem, formats, open_sink
+from segrefine_edge.sinks.display import DisplaySink
+from segrefine_edge.sinks.masks import MaskSink
+from segrefine_edge.sinks.stats import StatsSink
+from segrefine_edge.sinks.video import VideoFileSink
+from segrefine_edge.sources import Frame, ImageFilesSource, VideoFileSource, open_source
+
+_PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
+
+
+def _context(summary: dict | None = None) -> SinkContext:
+    return SinkContext(10.0, (64, 48), (64, 48), _PALETTE, ["a", "b", "c"], lambda: summary or {"frames": 0})
+
+
+def _item(index: int, name: str | None = None, value: int = 1) -> SinkItem:
+    labels = np.full((48, 64), value, np.uint8)
+    result = SegmentationResult(labels, ScoreMap("labels", labels), {})
+    view = np.full((48, 64, 3), 40 * value, np.uint8)
+    return SinkItem(Frame(np.zeros((48, 64, 3), np.uint8), index, index / 10.0, name), result, view)
 
 
 def _all(source):
@@ -71,9 +92,79 @@ def test_palette_png_round_trip(tmp_path):
 
 
 def test_mask_sink_names_by_frame(tmp_path):
-    sink = MaskSink(tmp_path / "masks", np.zeros((3, 3), np.uint8))
-    sink.write(np.zeros((4, 4), np.uint8), 7)
-    assert (tmp_path / "masks" / "000007.png").is_file()
+    with MaskSink(tmp_path / "masks", _PALETTE) as sink:
+        sink.write(_item(7))
+    assert np.all(read_labels(tmp_path / "masks" / "000007.png") == 1)
+
+
+def test_mask_names_never_collide(tmp_path):
+    """--loop over an image folder replays its names, and a.png beside a.jpg share a stem: every
+    frame still gets its own mask."""
+    with MaskSink(tmp_path / "masks", _PALETTE) as sink:
+        for index, name in enumerate(["a", "b", "a", "a", "b"]):
+            sink.write(_item(index, name, value=index % 3))
+    names = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert names == ["a.png", "a_000002.png", "a_000003.png", "b.png", "b_000004.png"]
+    assert np.all(read_labels(tmp_path / "masks" / "a_000002.png") == 2)
+
+
+@pytest.mark.parametrize(("spec", "kind", "cls"), [
+    ("out.mp4", "video", VideoFileSink), ("out.AVI", "video", VideoFileSink), ("masks/", "masks", MaskSink),
+    ("masks", "masks", MaskSink), ("stats.json", "stats", StatsSink)])
+def test_open_sink_picks_the_format_the_user_typed(tmp_path, monkeypatch, spec, kind, cls):
+    monkeypatch.chdir(tmp_path)
+    with open_sink(spec, _context()) as sink:
+        assert isinstance(sink, cls) and formats()[kind].accepts(spec)
+        sink.write(_item(0))
+
+
+def test_open_sink_display_names_a_window_or_explains(monkeypatch):
+    """'display' is a window; without a GUI build of OpenCV the error says what to install."""
+    from segrefine_edge.sinks import display
+
+    monkeypatch.setattr(display, "_opencv_has_gui", lambda: False)
+    with pytest.raises(SinkError, match="opencv-python"):
+        open_sink("display", _context())
+    assert display.accepts("display") and not display.accepts("display.mp4")
+    assert DisplaySink.needs_view
+
+
+def test_open_sink_refuses_what_it_cannot_tell_and_unknown_kinds(tmp_path):
+    with pytest.raises(SinkError, match="cannot tell what to write"):
+        open_sink(str(tmp_path / "out.xyz"), _context())
+    with pytest.raises(SinkError, match="unknown output kind 'gif'"):
+        open_sink(str(tmp_path / "x"), _context(), kind="gif")
+    assert open_sink(str(tmp_path / "masks.v2"), _context(), kind="masks").folder.is_dir()
+
+
+def test_every_format_is_one_module_with_the_factory_trio():
+    """Adding an output is adding one file to segrefine_edge/sinks: the factory finds it."""
+    assert set(formats()) >= {"video", "masks", "stats", "display"}
+    for module in formats().values():
+        assert callable(module.accepts) and callable(module.open_sink)
+
+
+def test_stats_sink_writes_the_summary_at_close_and_refuses_a_folder(tmp_path):
+    with pytest.raises(SinkError, match="is a folder"):
+        StatsSink(tmp_path, _context())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SinkError, match="cannot write the stats"):
+        StatsSink(blocker / "s.json", _context())
+    sink = StatsSink(tmp_path / "s.json", _context({"frames": 3, "fps": 9.5}))
+    sink.write(_item(0))
+    assert not (tmp_path / "s.json").exists()
+    sink.close()
+    assert json.loads((tmp_path / "s.json").read_text()) == {"frames": 3, "fps": 9.5}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_video_sink_writes_playable_frames(tmp_path):
+    with VideoFileSink(tmp_path / "out.mp4", 10.0, (64, 48)) as sink:
+        for index in range(3):
+            sink.write(_item(index))
+    with open_source(str(tmp_path / "out.mp4")) as source:
+        assert len(_all(source)) == 3
 
 
 def test_unwritable_outputs_fail_before_any_frame(tmp_path):

@@ -11,6 +11,7 @@ import click
 from segrefine_edge.backend import DELEGATES, RUNTIMES, open_backend
 from segrefine_edge.bench import LatencyResult, measure
 from segrefine_edge.cli.options import resolve_model_path
+from segrefine_edge.sinks import check_output_file
 
 
 def _table(results: list[LatencyResult]) -> str:
@@ -39,6 +40,8 @@ def bench(models, versus, runtimes, delegates, thread_counts, warmup, runs, json
     OTHER's median over MODEL's (above 1: MODEL is faster).
     """
     paths = list(models) or [resolve_model_path(None)]
+    if json_path:
+        check_output_file(json_path, "the bench results")
     if versus and len(paths) != 1:
         raise click.UsageError("--vs compares exactly one MODEL with one other")
     results: list[LatencyResult] = []

@@ -12,19 +12,20 @@ from segrefine_edge.cli.options import resolve_model_path, runtime_options, temp
 from segrefine_edge.datasets import find_pairs
 from segrefine_edge.errors import DatasetError
 from segrefine_edge.evaluate import ModelRun, dataset_classes, label_table, results, score_sequence, score_split
-from segrefine_edge.pipeline import FramePipeline
+from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.refiner import IdentityRefiner, open_refiner
 from segrefine_edge.report import format_table, write_report
 from segrefine_edge.segmenter import Segmenter
-from segrefine_edge.sinks import check_writable_dir
+from segrefine_edge.sinks import check_output_file, check_writable_dir
 from segrefine_edge.sources import open_source
 
 
-def _progress(label: str):
-    """A progress bar with ETA on stderr (click prints just the label when stderr is not a terminal)."""
+def _progress(label: str, length: int | None = None):
+    """A progress bar with ETA on stderr (click prints just the label when stderr is not a
+    terminal). Items are consumed as they come: a video is never held in memory whole."""
     def wrap(items: Iterable) -> Iterable:
-        items = list(items)
-        with click.progressbar(items, label=label, show_eta=True, show_pos=True, file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(items, length=length, label=label, show_eta=True, show_pos=True,
+                               file=click.get_text_stream("stderr")) as bar:
             yield from bar
     return wrap
 
@@ -64,6 +65,8 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delega
     classes = dataset_classes(data, segmenters[0].contract.labels)
     if save_masks:
         check_writable_dir(Path(save_masks), "masks")
+    if json_path:
+        check_output_file(json_path, "the scores")
     runs = []
     for name, path, segmenter in zip(_unique_names(paths), paths, segmenters, strict=True):
         table, origin = label_table(segmenter.contract.labels, classes, class_map, name)
@@ -73,11 +76,14 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delega
                                         for spec in refiner_specs]
         for stage in refiners:
             column = name if isinstance(stage, IdentityRefiner) else f"{name}+{stage.name}"
-            runs.append(ModelRun(column, path, FramePipeline(segmenter, stage), table, origin, classes))
+            runs.append(ModelRun(column, path, Pipeline.from_parts(segmenter, stage, "video"), table, origin, classes))
     if pairs:
         score_split(runs, pairs, Path(save_masks) if save_masks else None,
                     _progress(f"scoring {len(pairs)} images x {len(runs)} model(s)"))
-    frames = score_sequence(runs, open_source(sequence), _progress("sequence")) if sequence else 0
+    frames = 0
+    if sequence:
+        source = open_source(sequence)
+        frames = score_sequence(runs, source, _progress("sequence", source.length))
     scores = [results(run) for run in runs]
     click.echo(format_table(scores))
     context = (f"Data: {data} split '{split}' ({len(pairs)} images)" if data else "No labelled split.") + (

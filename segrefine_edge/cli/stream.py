@@ -10,22 +10,15 @@ from contextlib import contextmanager
 
 import click
 
-from segrefine_edge.cli.options import (
-    contract_options,
-    contract_overrides,
-    resolve_model_path,
-    runtime_options,
-    temporal_blend_option,
-)
+from segrefine_edge.cli.options import contract_options, contract_overrides, runtime_options, temporal_blend_option
 from segrefine_edge.errors import SourceError
-from segrefine_edge.models import default_refiner_path
-from segrefine_edge.pipeline import FramePipeline, Outputs, RunLimits, run_stream
-from segrefine_edge.refiner import open_refiner
+from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
 from segrefine_edge.render import VIEWS, Renderer, RenderOptions
-from segrefine_edge.segmenter import Segmenter
-from segrefine_edge.sinks import DisplaySink, MaskSink, VideoFileSink, display_available
+from segrefine_edge.runner import Outputs, RunLimits, run_stream
+from segrefine_edge.sinks import SinkContext, open_sink
+from segrefine_edge.sinks.display import display_available
 from segrefine_edge.sources import LoopingSource, open_source
-from segrefine_edge.timing import format_summary, write_json
+from segrefine_edge.timing import StageTimer, format_summary
 
 
 def _source_uri(input_uri: str | None, camera: int | None, video: str | None) -> str:
@@ -48,8 +41,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _class_indices(segmenter: Segmenter, names: tuple[str, ...]) -> set[int]:
-    return {segmenter.contract.class_index(n.strip()) for item in names for n in item.split(",") if n.strip()}
+def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
+    return {pipeline.contract.class_index(n.strip()) for item in names for n in item.split(",") if n.strip()}
 
 
 @click.command()
@@ -85,47 +78,48 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
     stays playable and every mask written so far is complete.
     """
     uri = _source_uri(input_uri, camera, video)
-    overrides = contract_overrides(labels_file, palette_file, input_range, color_order, output_kind)
-    segmenter = Segmenter.open(resolve_model_path(model), runtime, delegate, threads, overrides)
-    if refiner is None and model is None and not no_refiner:
-        default = default_refiner_path()
-        refiner = str(default) if default else None
-    refine = open_refiner(None if no_refiner else refiner, runtime, delegate, threads, temporal_blend)
-    contract = segmenter.contract
-    shown = _class_indices(segmenter, classes)
-    hidden = _class_indices(segmenter, ignore_class)
-    if shown:
-        hidden |= set(range(max(contract.num_classes, 256))) - shown
-    show_window = display_available() if display is None else display
-    with (LoopingSource(uri) if loop else open_source(uri)) as source:
+    options = PipelineOptions(model=model, refiner="none" if no_refiner else (refiner or DEFAULT_REFINER),
+                              mode="video", runtime=runtime, delegate=delegate, threads=threads,
+                              temporal_blend=temporal_blend,
+                              contract_overrides=contract_overrides(labels_file, palette_file, input_range,
+                                                                    color_order, output_kind))
+    with Pipeline(options) as pipeline, (LoopingSource(uri) if loop else open_source(uri)) as source:
+        if source.live:
+            pipeline.mode = "live"
+        contract = pipeline.contract
+        shown = _class_indices(pipeline, classes)
+        hidden = _class_indices(pipeline, ignore_class)
+        if shown:
+            hidden |= set(range(max(contract.num_classes, 256))) - shown
         renderer = Renderer(contract.labels, contract.palette_array(),
                             RenderOptions(view=view, alpha=alpha, legend=legend, hud=hud, hidden=hidden))
+        timer = StageTimer()
+
+        def summary() -> dict:
+            return {**timer.summary(), **source.counters(), "model": str(pipeline.segmenter.backend.path),
+                    "backend": pipeline.segmenter.backend.describe(), "refiner": pipeline.refiner.name}
+
+        context = SinkContext(source.fps, source.size, renderer.output_size(source.size), contract.palette_array(),
+                              contract.labels, summary)
+        wanted = [(out_video, "video"), (masks_dir, "masks"), (stats_json, "stats"),
+                  ("display" if (display_available() if display is None else display) else None, "display")]
         outputs = Outputs(renderer=renderer, hud=hud)
         try:
-            if out_video:
-                outputs.video = VideoFileSink(out_video, source.fps, renderer.output_size(source.size))
-            if masks_dir:
-                outputs.masks = MaskSink(masks_dir, contract.palette_array())
-            if show_window:
-                outputs.display = DisplaySink()
+            outputs.sinks = [open_sink(spec, context, kind) for spec, kind in wanted if spec]
         except BaseException:
             outputs.close()
             raise
-        click.echo(f"{segmenter.backend.path.name} on {segmenter.backend.describe()}, "
-                   f"input {contract.input_hw[1]}x{contract.input_hw[0]}, refiner: {refine.name}; "
-                   f"source {uri} ({source.size[0]}x{source.size[1]}, {source.fps:.1f} fps"
+        click.echo(f"{pipeline.describe()}; source {uri} ({source.size[0]}x{source.size[1]}, {source.fps:.1f} fps"
                    f"{', live' if source.live else ''})", err=True)
         stop = threading.Event()
         with _stop_on_signals(stop):
-            timer = run_stream(source, FramePipeline(segmenter, refine), outputs,
-                               RunLimits(max_frames, duration), stop)
-        summary = timer.summary()
-        summary["skipped_frames"] = source.skipped
-        summary["model"] = str(segmenter.backend.path)
-        summary["backend"] = segmenter.backend.describe()
-    click.echo(format_summary(summary))
-    if source.skipped:
-        click.echo(f"skipped {source.skipped} undecodable frame(s)", err=True)
-    if stats_json:
-        write_json(stats_json, summary)
+            run_stream(source, pipeline, outputs, RunLimits(max_frames, duration), stop, timer)
+        final = summary()
+    click.echo(format_summary(final))
+    notes = {"skipped_frames": "skipped {} undecodable frame(s)",
+             "dropped_frames": "dropped {} stale frame(s): a live source hands over only its newest frame",
+             "loops": "replayed the input {} time(s)"}
+    for key, note in notes.items():
+        if final.get(key):
+            click.echo(note.format(final[key]), err=True)
     sys.stdout.flush()

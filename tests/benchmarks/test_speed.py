@@ -12,10 +12,10 @@ import pytest
 
 from segrefine_edge.backend import open_backend
 from segrefine_edge.models import default_model_path
-from segrefine_edge.pipeline import FramePipeline, Outputs, RunLimits, run_stream
+from segrefine_edge.pipeline import Pipeline, PipelineOptions
 from segrefine_edge.render import Renderer, RenderOptions
-from segrefine_edge.segmenter import Segmenter
-from segrefine_edge.sinks import VideoFileSink
+from segrefine_edge.runner import Outputs, RunLimits, run_stream
+from segrefine_edge.sinks.video import VideoFileSink
 from segrefine_edge.sources import open_source
 
 
@@ -40,14 +40,15 @@ def test_invoke(benchmark, peers: Path, name: str):
 
 def test_pipeline_on_vtest(benchmark, peers: Path, vtest: Path, tmp_path: Path):
     """The issue's setting: Coral Cityscapes on vtest.avi, headless, writing the overlay video."""
-    segmenter = Segmenter.open(_models(peers)["coral_cityscapes"], threads=2)
+    pipeline = Pipeline(PipelineOptions(model=_models(peers)["coral_cityscapes"], refiner=None, threads=2))
 
     def run() -> dict:
         with open_source(str(vtest)) as source:
-            renderer = Renderer(segmenter.contract.labels, segmenter.contract.palette_array(), RenderOptions())
-            outputs = Outputs(renderer=renderer,
-                              video=VideoFileSink(tmp_path / "out.mp4", source.fps, renderer.output_size(source.size)))
-            timer = run_stream(source, FramePipeline(segmenter), outputs, RunLimits(max_frames=200), threading.Event())
+            contract = pipeline.contract
+            renderer = Renderer(contract.labels, contract.palette_array(), RenderOptions())
+            video = VideoFileSink(tmp_path / "out.mp4", source.fps, renderer.output_size(source.size))
+            outputs = Outputs([video], renderer)
+            timer = run_stream(source, pipeline, outputs, RunLimits(max_frames=200), threading.Event())
         return timer.summary()
 
     summary = benchmark.pedantic(run, rounds=1, iterations=1)

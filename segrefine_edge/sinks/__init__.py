@@ -1,0 +1,44 @@
+"""Where results go, behind one interface, built by one factory from what the user typed.
+
+``open_sink('out.mp4', context)`` gives a video, ``'masks/'`` a folder of mask PNGs,
+``'stats.json'`` the run's summary, ``'display'`` a window. Each module of this package that
+defines ``KIND``, ``accepts(spec)`` and ``open_sink(spec, context)`` is an output format:
+adding one is adding one file here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+from types import ModuleType
+
+from segrefine_edge.errors import SinkError
+from segrefine_edge.sinks.base import Sink, SinkContext, SinkItem, check_output_file, check_writable_dir
+
+__all__ = ["Sink", "SinkContext", "SinkItem", "check_output_file", "check_writable_dir", "formats", "open_sink"]
+
+
+@cache
+def formats() -> dict[str, ModuleType]:
+    """Every output format of this package, by kind."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "KIND"):
+            found[module.KIND] = module
+    return found
+
+
+def open_sink(spec: str, context: SinkContext, kind: str | None = None) -> Sink:
+    """The output ``spec`` names (``kind`` forces a format, e.g. 'masks' for a folder name with a dot)."""
+    known = formats()
+    if kind is not None:
+        if kind not in known:
+            raise SinkError(f"unknown output kind '{kind}'; known: {', '.join(known)}")
+        return known[kind].open_sink(spec, context)
+    for module in known.values():
+        if module.accepts(spec):
+            return module.open_sink(spec, context)
+    raise SinkError(f"cannot tell what to write to '{spec}': name a video (.mp4, .avi), a folder for masks "
+                    "(masks/), a .json file for stats, or 'display'")

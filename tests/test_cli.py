@@ -1,0 +1,93 @@
+"""The command line as a whole: help, options from the environment, bench, source counters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from segrefine_edge.cli import main
+from segrefine_edge.sources import LiveSource
+
+CLI = [sys.executable, "-m", "segrefine_edge"]
+
+
+@pytest.fixture(scope="session")
+def fast_model(peers: Path) -> Path:
+    return peers / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+
+
+def test_top_level_help_says_what_train_trains():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    train_line = next(line for line in result.output.splitlines() if line.strip().startswith("train"))
+    assert "refiner" in train_line and "segmenter" in train_line
+
+
+def test_options_come_from_the_environment(vtest: Path, fast_model: Path, tmp_path: Path):
+    """A systemd unit sets options through SEGREFINE_EDGE_<COMMAND>_<OPTION> variables."""
+    stats = tmp_path / "stats.json"
+    env = {"SEGREFINE_EDGE_STREAM_MAX_FRAMES": "3", "SEGREFINE_EDGE_STREAM_MODEL": str(fast_model),
+           "SEGREFINE_EDGE_STREAM_STATS_JSON": str(stats), "SEGREFINE_EDGE_STREAM_DISPLAY": "false"}
+    result = CliRunner().invoke(main, ["stream", str(vtest)], env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(stats.read_text())
+    assert summary["frames"] == 3 and summary["model"] == str(fast_model)
+
+
+def test_loop_reports_how_often_it_replayed(small_video: Path, fast_model: Path, tmp_path: Path):
+    stats = tmp_path / "stats.json"
+    result = CliRunner().invoke(main, ["stream", str(small_video), "-m", str(fast_model), "--no-display", "--loop",
+                                       "--max-frames", "30", "--stats-json", str(stats)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(stats.read_text())
+    assert summary["frames"] == 30 and summary["loops"] == 2 and summary["skipped_frames"] == 0
+    assert "replayed the input 2 time(s)" in result.output
+
+
+def test_a_live_source_hands_over_only_its_newest_frame(vtest: Path):
+    """A slow consumer of a live source gets the newest frame, never a queue of stale ones, and
+    the frames it skipped are counted."""
+    with LiveSource(str(vtest), "test stream") as source:
+        first = source.read()
+        time.sleep(0.2)                     # the capture thread decodes on meanwhile
+        second = source.read()
+        counters = source.counters()
+    assert second.index > first.index + 1
+    assert counters["dropped_frames"] == second.index - 1     # every frame not handed over
+
+
+def test_bench_times_two_models_in_one_run_and_writes_json(fast_model: Path, cityscapes_model: Path,
+                                                          tmp_path: Path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", str(fast_model), "--vs", str(cityscapes_model), "--warmup", "1",
+                                       "--runs", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [Path(r["model"]).name for r in report["results"]] == [fast_model.name, cityscapes_model.name]
+    assert all(r["median_ms"] > 0 for r in report["results"])
+    ratio = report["ratios"][0]["ratio"]
+    assert ratio == pytest.approx(report["results"][1]["median_ms"] / report["results"][0]["median_ms"])
+    assert f"{ratio:.2f}x" in result.output
+
+
+def test_bench_refuses_an_unwritable_json_before_timing(fast_model: Path, tmp_path: Path):
+    result = CliRunner().invoke(main, ["bench", str(fast_model), "--runs", "1", "--json", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output and "median" not in result.output
+
+
+def test_the_library_leaves_its_hosts_streams_alone():
+    """LiteRT's GPU environment used to be torn down with stdout and stderr sent to /dev/null at
+    exit: a host program's own exit handlers must still be heard."""
+    code = ("import atexit\n"
+            "atexit.register(lambda: print('host still speaks'))\n"
+            "from segrefine_edge import litert_gpu\n"
+            "litert_gpu._shared_environment()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "host still speaks" in result.stdout
