@@ -76,8 +76,8 @@ def read_model_bytes(path: str | Path) -> bytes:
 def _load_edgetpu(load_delegate) -> Any:
     library = EDGETPU_LIBRARIES.get(platform.system(), "libedgetpu.so.1")
     if not library_present(library):
-        raise DelegateError(f"EdgeTPU runtime {library} is not installed; install libedgetpu1-std "
-                            "(see deploy/coral/README.md)")
+        raise DelegateError(f"EdgeTPU runtime {library} is not installed; install libedgetpu1-std from "
+                            "Coral's apt repository (https://coral.ai/docs/accelerator/get-started/)")
     try:
         return load_delegate(library)
     except (ValueError, OSError, RuntimeError) as exc:
@@ -216,10 +216,17 @@ def warn_once(message: str) -> None:
         print(f"note: {message}", file=sys.stderr)
 
 
+CPU_TWIN_SUFFIXES = ("", "_int8", "_edgetpu-ready")
+
+
 def cpu_twin(path: Path) -> Path | None:
-    """The CPU model that Coral ships beside ``X_edgetpu.tflite`` as ``X.tflite``, if present."""
-    if path.stem.endswith("_edgetpu"):
-        twin = path.with_name(path.stem[: -len("_edgetpu")] + path.suffix)
+    """The CPU model beside ``X_edgetpu.tflite``, if present: ``X.tflite`` (Coral's naming),
+    else ``X_int8.tflite`` or ``X_edgetpu-ready.tflite`` (what ``convert`` writes)."""
+    if not path.stem.endswith("_edgetpu"):
+        return None
+    base = path.stem[: -len("_edgetpu")]
+    for suffix in CPU_TWIN_SUFFIXES:
+        twin = path.with_name(base + suffix + path.suffix)
         if twin.is_file():
             return twin
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,19 @@ def _resize_factor(op: dict, tensors: dict[int, dict]) -> int:
     return int(max(target[1] / max(source[1], 1), target[2] / max(source[2], 1)))
 
 
+def ops_details(interpreter: Any) -> list[dict]:
+    """Every op of an interpreter's graph (op_name, index, inputs, outputs).
+
+    LiteRT and tflite-runtime expose these only through the private ``_get_ops_details``; this
+    is the one place that calls it, so an upgrade that removes it fails here, in one line.
+    """
+    details = getattr(interpreter, "_get_ops_details", None)
+    if details is None:
+        raise ModelError(f"{type(interpreter).__module__} has no Interpreter._get_ops_details, which the EdgeTPU "
+                         "check reads the graph with; pin ai-edge-litert to a version that has it")
+    return list(details())
+
+
 def check_edgetpu(path: str | Path, runtime: str = "auto") -> EdgeTpuReport:
     """Check every op of ``path`` against the EdgeTPU's supported operations and limits."""
     path = Path(path)
@@ -148,7 +162,7 @@ def check_edgetpu(path: str | Path, runtime: str = "auto") -> EdgeTpuReport:
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"{path.name} cannot be read to check it ({str(exc).splitlines()[0]})") from exc
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    ops = interpreter._get_ops_details()
+    ops = ops_details(interpreter)
     activations = {int(i) for op in ops for i in op["outputs"]} | {d["index"] for d in interpreter.get_input_details()}
     report = EdgeTpuReport(path, [])
     for op in ops:

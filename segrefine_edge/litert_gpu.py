@@ -10,7 +10,6 @@ compiled and warmed up, and read only to explain a failure in one line.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import importlib.util
 import math
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from segrefine_edge.errors import DelegateError
-from segrefine_edge.native import library_present, native_output_to, silence_native_output
+from segrefine_edge.native import library_present, native_output_to
 
 WEBGPU_ACCELERATOR = "libLiteRtWebGpuAccelerator.so"
 VULKAN_LIBRARY = "libvulkan.so.1"
@@ -112,6 +111,11 @@ class CompiledGpuRunner:
         return tensor.buffer.read(tensor.size, tensor.dtype).reshape(tensor.shape)
 
 
+def environment_created() -> bool:
+    """Whether this process created LiteRT's GPU environment (which logs again at exit)."""
+    return _shared_environment.cache_info().currsize > 0
+
+
 @functools.cache
 def _shared_environment() -> Any:
     """One LiteRT environment (and GPU device) for every model of the process: the segmenter and
@@ -119,7 +123,6 @@ def _shared_environment() -> Any:
     import ai_edge_litert
     from ai_edge_litert.compiled_model import Environment, EnvironmentOptions
 
-    atexit.register(silence_native_output)   # the environment logs again as Python frees it
     return Environment.create(options=EnvironmentOptions(runtime_path=str(Path(ai_edge_litert.__file__).parent)))
 
 

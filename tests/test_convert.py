@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from segrefine_edge.cli import main
 from segrefine_edge.contract import read_embedded_metadata
 from segrefine_edge.edgetpu import check_edgetpu
+from segrefine_edge.errors import ModelError
 from segrefine_edge.segmenter import Segmenter
 
 pytest.importorskip("tensorflow")
@@ -66,6 +67,19 @@ def test_check_edgetpu_finds_argmax_on_corals_model(peers: Path):
     assert "falls back to the CPU from op 71 (ARG_MAX)" in result.output
     compiled = _convert("check-edgetpu", str(peers / "coral" / "deeplabv3_mnv2_pascal_quant_edgetpu.tflite"))
     assert compiled.exit_code == 0 and "already compiled" in compiled.output
+
+
+def test_the_private_op_list_is_read_in_one_place_that_fails_clearly(peers: Path):
+    """LiteRT lists a graph's ops only through the private _get_ops_details."""
+    from segrefine_edge.backend import resolve_runtime
+    from segrefine_edge.edgetpu import ops_details
+
+    _, interpreter_cls, _ = resolve_runtime("auto")
+    interpreter = interpreter_cls(model_path=str(peers / "coral" / "deeplabv3_mnv2_pascal_quant.tflite"))
+    names = [op["op_name"] for op in ops_details(interpreter)]
+    assert names[-1] == "ARG_MAX" and "CONV_2D" in names
+    with pytest.raises(ModelError, match="_get_ops_details"):
+        ops_details(object())
 
 
 def test_bad_inputs_get_one_line(tiny_run: Path, tmp_path: Path):

@@ -207,6 +207,39 @@ def test_averaged_weights_are_the_ones_keras_would_write_back():
     np.testing.assert_array_equal(averaged_weights(model, keras.optimizers.AdamW(0.1))[0], written[0])
 
 
+def test_training_reads_palette_png_masks_as_class_indices(tmp_path: Path):
+    """VOC masks and the project's own --masks output are palette PNGs: their pixel values are
+    indices into the palette, which cv2.imread would turn into colours."""
+    import cv2
+
+    from segrefine_edge.datasets import Pair
+    from segrefine_edge.pngio import write_labels_png
+    from segrefine_edge.training.data import decode_split
+
+    labels = np.zeros((8, 10), np.uint8)
+    labels[:, 5:] = 2
+    palette = np.array([[0, 0, 0], [200, 10, 10], [128, 64, 128]], np.uint8)
+    write_labels_png(tmp_path / "m.png", labels, palette)
+    cv2.imwrite(str(tmp_path / "i.png"), np.zeros((8, 10, 3), np.uint8))
+    split = decode_split([Pair(tmp_path / "i.png", tmp_path / "m.png")], num_classes=3, void=255)
+    np.testing.assert_array_equal(split.masks[0], labels)
+
+
+def test_a_keras_without_the_private_averages_fails_in_one_clear_line():
+    """Keras keeps weight averages in a private attribute: an upgrade that drops it must say so."""
+    import keras
+
+    from segrefine_edge.errors import SegrefineError
+    from segrefine_edge.training.averaging import moving_averages
+
+    optimizer = keras.optimizers.AdamW(0.1, use_ema=True)
+    variable = keras.Variable(np.zeros(3, "float32"))
+    optimizer.build([variable])
+    assert len(moving_averages(optimizer)) == 1
+    with pytest.raises(SegrefineError, match="_model_variables_moving_average"):
+        moving_averages(object())
+
+
 def test_lovasz_softmax_is_the_mean_jaccard_loss_on_hard_predictions():
     """On one-hot probabilities the Lovasz extension is exact: the mean of 1 - IoU over the
     classes present in the truth; void pixels count nowhere."""

@@ -18,7 +18,7 @@ COMMANDS = {
     "eval": ("segrefine_edge.cli.eval", "evaluate", "Score models: mIoU, Boundary F/IoU, temporal consistency, latency."),
     "bench": ("segrefine_edge.cli.bench", "bench", "Measure model invoke latency (median, p95); compare two models."),
     "convert": ("segrefine_edge.cli.convert", "convert", "Export to TFLite (float, int8, EdgeTPU) with validation."),
-    "train": ("segrefine_edge.cli.train", "train", "Train the segmenter (needs the 'train' extra: TensorFlow)."),
+    "train": ("segrefine_edge.cli.train", "train", "Train the segmenter or a refiner (needs the 'train' extra)."),
 }
 
 
@@ -58,5 +58,17 @@ def main() -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    main(prog_name="segrefine-edge")
+    """Console-script entry point.
+
+    LiteRT's GPU environment logs from native code while Python frees it at exit. The library
+    leaves its host's streams alone; this program, the host, silences them once its own output
+    is flushed, and only when the GPU was used.
+    """
+    try:
+        main(prog_name="segrefine-edge")
+    finally:
+        from segrefine_edge import litert_gpu
+        from segrefine_edge.native import silence_native_output
+
+        if litert_gpu.environment_created():
+            silence_native_output()

@@ -29,6 +29,19 @@ def averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) 
     """
     if not optimizer.use_ema:
         return model.get_weights()
-    averages = {id(var): avg for var, avg in zip(model.trainable_variables,
-                                                 optimizer._model_variables_moving_average, strict=True)}
+    averages = {id(var): avg for var, avg in zip(model.trainable_variables, moving_averages(optimizer), strict=True)}
     return [np.asarray(averages.get(id(var), var)) for var in model.weights]
+
+
+def moving_averages(optimizer: keras.optimizers.Optimizer) -> list:
+    """The optimizer's moving averages, one per variable it was built with.
+
+    Keras keeps them in a private attribute (``_model_variables_moving_average``, Keras 3.x);
+    this is the one place that reads it, so an upgrade that renames it fails here, in one line.
+    """
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if averages is None:
+        raise SegrefineError(f"Keras {keras.__version__} has no Optimizer._model_variables_moving_average; "
+                             "training/averaging.py must learn where this Keras keeps its weight averages "
+                             "(or set ema_momentum=0)")
+    return list(averages)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from segrefine_edge.datasets import Pair
 from segrefine_edge.errors import DatasetError, SegrefineError
+from segrefine_edge.pngio import read_labels
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,17 @@ class DecodedSplit:
 
 
 def _decode(pair: Pair) -> tuple[np.ndarray, np.ndarray] | None:
+    """The RGB image and its class indices, read as `eval` reads them (a palette PNG gives its
+    indices, not its colours), or None when either file cannot be read."""
     image = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
-    mask = cv2.imread(str(pair.mask), cv2.IMREAD_UNCHANGED)
-    if image is None or mask is None:
+    try:
+        mask = read_labels(pair.mask)
+    except DatasetError as exc:
+        if exc.__cause__ is None:   # readable but wrong (a colour mask): fatal, not skipped
+            raise
         return None
-    if mask.ndim == 3:
-        mask = mask[..., 0]
+    if image is None:
+        return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), mask
 
 
