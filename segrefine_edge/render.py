@@ -81,18 +81,54 @@ class Renderer:
     def _draw_legend(self, image: np.ndarray, labels: np.ndarray) -> None:
         """Swatches and names of the (visible) classes present, top right."""
         counts = np.bincount(labels.ravel(), minlength=1)
-        present = [i for i in np.flatnonzero(counts) if i >= 256 or not self.hidden[i]]
-        x0 = image.shape[1] - 150
-        for row, index in enumerate(present[:20]):
-            y = 8 + row * 18
+        present = [i for i in np.flatnonzero(counts) if i >= 256 or not self.hidden[i]][:20]
+        scale = text_scale(image)
+        names = [(self.labels[i] if i < len(self.labels) else f"class {i}")[:16] for i in present]
+        box_h = text_box_size("Mg", scale)[1]
+        widest = max((text_box_size(name, scale)[0] for name in names), default=0)
+        x0 = image.shape[1] - widest - box_h - 8
+        for row, (index, name) in enumerate(zip(present, names, strict=True)):
+            y = 6 + row * (box_h + 2)
             colour = tuple(int(c) for c in self.lut[min(index, 255), 0])
-            cv2.rectangle(image, (x0, y), (x0 + 14, y + 14), colour, -1)
-            name = self.labels[index] if index < len(self.labels) else f"class {index}"
-            cv2.putText(image, name[:16], (x0 + 20, y + 12), _FONT, 0.42, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(image, name[:16], (x0 + 20, y + 12), _FONT, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.rectangle(image, (x0, y), (x0 + box_h - 1, y + box_h - 1), colour, -1)
+            draw_text(image, name, (x0 + box_h, y), scale)
 
     @staticmethod
     def _draw_hud(image: np.ndarray, hud: dict[str, float]) -> None:
         text = "  ".join(f"{k} {v:.1f}" for k, v in hud.items())
-        cv2.putText(image, text, (8, 20), _FONT, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(image, text, (8, 20), _FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        draw_text(image, text, (6, 6), text_scale(image))
+
+
+_PAD = 3
+
+
+def text_scale(image: np.ndarray) -> float:
+    """A Hershey font scale that reads at the image's size: 0.5 up to 720 lines, growing beyond."""
+    return max(0.5, image.shape[0] / 1440)
+
+
+def _thickness(scale: float) -> int:
+    return 1 if scale < 0.9 else 2
+
+
+def text_box_size(text: str, scale: float) -> tuple[int, int]:
+    """(width, height) of the box ``draw_text`` draws for ``text``."""
+    thickness = _thickness(scale)
+    (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
+    # Descenders (g, y, p) reach past the baseline getTextSize reports by the stroke's width
+    return width + 2 * _PAD, height + baseline + thickness + 2 * _PAD
+
+
+def draw_text(image: np.ndarray, text: str, top_left: tuple[int, int], scale: float) -> None:
+    """White text on a dark box behind it, legible on any background.
+
+    An outline drawn as a thicker black copy does not work with Hershey fonts: thicker glyphs
+    advance further, so the two copies drift apart along the line.
+    """
+    thickness = _thickness(scale)
+    (_, height), _ = cv2.getTextSize(text, _FONT, scale, thickness)
+    box_w, box_h = text_box_size(text, scale)
+    x, y = top_left
+    box = image[max(y, 0):y + box_h, max(x, 0):x + box_w]
+    box[:] = (box * 0.25).astype(np.uint8)
+    cv2.putText(image, text, (x + _PAD, y + _PAD + height), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
