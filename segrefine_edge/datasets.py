@@ -13,7 +13,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from segrefine_edge.errors import DatasetError
+from segrefine_edge.palettes import VOC_CLASSES, as_palette
+from segrefine_edge.pngio import read_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -107,3 +112,47 @@ def read_class_info(root: str | Path) -> ClassInfo | None:
         palette_rgb=[tuple(int(v) for v in c) for c in palette] if palette else None,
         void=meta.get("void"),
     )
+
+
+@dataclass(frozen=True)
+class DatasetClasses:
+    """The label space predictions are scored in."""
+
+    names: list[str]
+    void: int | None
+    palette: np.ndarray
+
+
+def dataset_classes(root: str | Path | None, fallback: list[str]) -> DatasetClasses:
+    """Classes from the dataset's ``classes.json``; VOC's 21 classes (void 255) for a VOC
+    layout; else (or with no dataset) the first model's classes."""
+    info = read_class_info(root) if root else None
+    if info is not None:
+        return DatasetClasses(info.names, info.void, as_palette(info.palette_rgb, len(info.names)))
+    if root and (Path(root) / "SegmentationClass").is_dir():
+        return DatasetClasses(list(VOC_CLASSES), 255, as_palette(None, len(VOC_CLASSES)))
+    if not fallback:
+        raise DatasetError(f"{root} has no classes.json and the model names no classes; add a classes.json "
+                           "with a 'classes' list (and 'void') to the dataset")
+    return DatasetClasses(list(fallback), None, as_palette(None, len(fallback)))
+
+
+def read_pair(pair: Pair, classes: DatasetClasses) -> tuple[np.ndarray, np.ndarray]:
+    """The BGR image and its mask, checked: same size, every value a class or void."""
+    image = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(f"image {pair.image} cannot be read; is it an image file?")
+    mask = read_labels(pair.mask)
+    if mask.ndim != 2:
+        raise DatasetError(f"mask {pair.mask} has {mask.shape[2]} channels; masks must hold one class index per pixel")
+    if mask.shape != image.shape[:2]:
+        raise DatasetError(f"mask {pair.mask.name} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                           f"{image.shape[1]}x{image.shape[0]}; masks must match their images")
+    values = np.unique(mask)
+    n = len(classes.names)
+    bad = [int(v) for v in values if v >= n and v != classes.void]
+    if bad:
+        void = f" and void is {classes.void}" if classes.void is not None else ""
+        raise DatasetError(f"mask {pair.mask.name} holds value {bad[0]}, outside the {n} classes (0-{n - 1}){void}; "
+                           "check --data and the dataset's classes.json")
+    return image, mask

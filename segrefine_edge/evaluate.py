@@ -12,41 +12,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from segrefine_edge.classmaps import NO_CLASS, load_class_map, lookup_table
-from segrefine_edge.datasets import Pair, read_class_info
+from segrefine_edge.datasets import DatasetClasses, Pair, read_pair
 from segrefine_edge.errors import DatasetError, ModelError
 from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix, TemporalScores
-from segrefine_edge.palettes import VOC_CLASSES, as_palette
 from segrefine_edge.pipeline import Pipeline
-from segrefine_edge.pngio import read_labels, write_labels_png
+from segrefine_edge.pngio import write_labels_png
 from segrefine_edge.sources import Source
 from segrefine_edge.timing import StageTimer
-
-
-@dataclass(frozen=True)
-class DatasetClasses:
-    """The label space predictions are scored in."""
-
-    names: list[str]
-    void: int | None
-    palette: np.ndarray
-
-
-def dataset_classes(root: str | Path | None, fallback: list[str]) -> DatasetClasses:
-    """Classes from the dataset's ``classes.json``; VOC's 21 classes (void 255) for a VOC
-    layout; else (or with no dataset) the first model's classes."""
-    info = read_class_info(root) if root else None
-    if info is not None:
-        return DatasetClasses(info.names, info.void, as_palette(info.palette_rgb, len(info.names)))
-    if root and (Path(root) / "SegmentationClass").is_dir():
-        return DatasetClasses(list(VOC_CLASSES), 255, as_palette(None, len(VOC_CLASSES)))
-    if not fallback:
-        raise DatasetError(f"{root} has no classes.json and the model names no classes; add a classes.json "
-                           "with a 'classes' list (and 'void') to the dataset")
-    return DatasetClasses(list(fallback), None, as_palette(None, len(fallback)))
 
 
 @dataclass
@@ -95,27 +70,6 @@ def label_table(contract_labels: list[str], classes: DatasetClasses, class_map: 
                          "pass --class-map FILE (e.g. --class-map cityscapes-camvid)")
     origin, mapping = load_class_map(class_map)
     return lookup_table(mapping, contract_labels, classes.names, origin), origin
-
-
-def read_pair(pair: Pair, classes: DatasetClasses) -> tuple[np.ndarray, np.ndarray]:
-    """The BGR image and its mask, checked: same size, every value a class or void."""
-    image = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"image {pair.image} cannot be read; is it an image file?")
-    mask = read_labels(pair.mask)
-    if mask.ndim != 2:
-        raise DatasetError(f"mask {pair.mask} has {mask.shape[2]} channels; masks must hold one class index per pixel")
-    if mask.shape != image.shape[:2]:
-        raise DatasetError(f"mask {pair.mask.name} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                           f"{image.shape[1]}x{image.shape[0]}; masks must match their images")
-    values = np.unique(mask)
-    n = len(classes.names)
-    bad = [int(v) for v in values if v >= n and v != classes.void]
-    if bad:
-        void = f" and void is {classes.void}" if classes.void is not None else ""
-        raise DatasetError(f"mask {pair.mask.name} holds value {bad[0]}, outside the {n} classes (0-{n - 1}){void}; "
-                           "check --data and the dataset's classes.json")
-    return image, mask
 
 
 def score_split(runs: list[ModelRun], pairs: list[Pair], save_masks: Path | None = None,

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from segrefine_edge.cli.options import resolve_model_path, runtime_options, temporal_blend_option
-from segrefine_edge.datasets import find_pairs
+from segrefine_edge.datasets import dataset_classes, find_pairs
 from segrefine_edge.errors import DatasetError
-from segrefine_edge.evaluate import ModelRun, dataset_classes, label_table, results, score_sequence, score_split
+from segrefine_edge.evaluate import ModelRun, label_table, results, score_sequence, score_split
 from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.refiner import IdentityRefiner, open_refiner
 from segrefine_edge.report import format_table, write_report

@@ -12,7 +12,7 @@ from segrefine_edge.conversion.edge_graph import ArgMaxLabels, edge_friendly
 from segrefine_edge.conversion.quantize import calibration_images, input_names, refiner_calibration, to_tflite
 from segrefine_edge.conversion.source import ExportSource, fuse_refiner, load_source
 from segrefine_edge.conversion.validate import Validation, validate
-from segrefine_edge.evaluate import dataset_classes
+from segrefine_edge.datasets import dataset_classes
 from segrefine_edge.pngio import write_atomic
 
 

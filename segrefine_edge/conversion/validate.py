@@ -11,8 +11,7 @@ import keras
 import numpy as np
 
 from segrefine_edge.bench import measure
-from segrefine_edge.datasets import find_pairs
-from segrefine_edge.evaluate import DatasetClasses, read_pair
+from segrefine_edge.datasets import DatasetClasses, find_pairs, read_pair
 from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
 from segrefine_edge.postprocess import labels_at
 from segrefine_edge.preprocess import resize_image
