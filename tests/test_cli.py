@@ -91,3 +91,36 @@ def test_the_library_leaves_its_hosts_streams_alone():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "host still speaks" in result.stdout
+
+
+def test_status_line_shows_frames_fps_and_eta_on_a_terminal_only():
+    import io
+
+    from segrefine_edge.cli.progress import StatusLine, format_status
+    from segrefine_edge.timing import StageTimer
+
+    assert format_status(120, 20.0, 800) == "120/800 frames (15%)  20.0 FPS  ETA 0:34"
+    assert format_status(120, 20.0, None) == "120 frames  20.0 FPS"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    timer = StageTimer()
+    for stream, expect_output in ((Terminal(), True), (io.StringIO(), False)):
+        with StatusLine(timer, 10, enabled=True, stream=stream):
+            timer.frame_done()
+            time.sleep(0.7)
+        assert ("/10 frames" in stream.getvalue()) is expect_output
+    quiet = Terminal()
+    with StatusLine(timer, 10, enabled=False, stream=quiet):
+        time.sleep(0.7)
+    assert quiet.getvalue() == ""
+
+
+def test_quiet_stream_prints_the_summary_only(small_video: Path, fast_model: Path):
+    loud = CliRunner().invoke(main, ["stream", str(small_video), "-m", str(fast_model), "--no-display"])
+    quiet = CliRunner().invoke(main, ["stream", str(small_video), "-m", str(fast_model), "--no-display", "--quiet"])
+    assert loud.exit_code == quiet.exit_code == 0
+    assert "source" in loud.output and "source" not in quiet.output
+    assert "12 frames" in quiet.output

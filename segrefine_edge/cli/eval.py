@@ -20,10 +20,14 @@ from segrefine_edge.sinks import check_output_file, check_writable_dir
 from segrefine_edge.sources import open_source
 
 
-def _progress(label: str, length: int | None = None):
+def _progress(label: str, length: int | None = None, quiet: bool = False):
     """A progress bar with ETA on stderr (click prints just the label when stderr is not a
-    terminal). Items are consumed as they come: a video is never held in memory whole."""
+    terminal; nothing with --quiet). Items are consumed as they come: a video is never held in
+    memory whole."""
     def wrap(items: Iterable) -> Iterable:
+        if quiet:
+            yield from items
+            return
         with click.progressbar(items, length=length, label=label, show_eta=True, show_pos=True,
                                file=click.get_text_stream("stderr")) as bar:
             yield from bar
@@ -53,8 +57,9 @@ def _unique_names(paths: list[str]) -> list[str]:
 @click.option("--save-masks", default=None, help="Write predicted index PNGs here, named after the inputs.")
 @click.option("--json", "json_path", default=None, help="Write every score as JSON.")
 @click.option("--report", "report_dir", default=None, help="Write README.md with plots here (needs matplotlib).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars; the table only.")
 def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
-             report_dir) -> None:
+             report_dir, quiet) -> None:
     """Score models: mIoU, per-class IoU, Boundary F and Boundary IoU on --data, TC and flicker
     on --sequence, latency per frame; a column per model."""
     if not data and not sequence:
@@ -79,11 +84,11 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delega
             runs.append(ModelRun(column, path, Pipeline.from_parts(segmenter, stage, "video"), table, origin, classes))
     if pairs:
         score_split(runs, pairs, Path(save_masks) if save_masks else None,
-                    _progress(f"scoring {len(pairs)} images x {len(runs)} model(s)"))
+                    _progress(f"scoring {len(pairs)} images x {len(runs)} model(s)", quiet=quiet))
     frames = 0
     if sequence:
         source = open_source(sequence)
-        frames = score_sequence(runs, source, _progress("sequence", source.length))
+        frames = score_sequence(runs, source, _progress("sequence", source.length, quiet))
     scores = [results(run) for run in runs]
     click.echo(format_table(scores))
     context = (f"Data: {data} split '{split}' ({len(pairs)} images)" if data else "No labelled split.") + (

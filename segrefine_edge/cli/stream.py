@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import click
 
 from segrefine_edge.cli.options import contract_options, contract_overrides, runtime_options, temporal_blend_option
+from segrefine_edge.cli.progress import StatusLine
 from segrefine_edge.errors import SourceError
 from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
 from segrefine_edge.render import VIEWS, Renderer, RenderOptions
@@ -69,9 +70,10 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many frames.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--stats-json", default=None, help="Write frames, FPS and per-stage p50/p95 as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No start line and no progress line; the summary only.")
 def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, runtime, delegate, threads, labels_file, palette_file,
            input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
-           classes, ignore_class, loop, max_frames, duration, stats_json) -> None:
+           classes, ignore_class, loop, max_frames, duration, stats_json, quiet) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
 
     Ends with a summary of frames, FPS and p50/p95 per stage. Ctrl-C stops cleanly: the video
@@ -109,10 +111,12 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
         except BaseException:
             outputs.close()
             raise
-        click.echo(f"{pipeline.describe()}; source {uri} ({source.size[0]}x{source.size[1]}, {source.fps:.1f} fps"
-                   f"{', live' if source.live else ''})", err=True)
+        if not quiet:
+            click.echo(f"{pipeline.describe()}; source {uri} ({source.size[0]}x{source.size[1]}, "
+                       f"{source.fps:.1f} fps{', live' if source.live else ''})", err=True)
+        total = None if loop else min(filter(None, (source.length, max_frames)), default=None)
         stop = threading.Event()
-        with _stop_on_signals(stop):
+        with _stop_on_signals(stop), StatusLine(timer, total, enabled=not quiet):
             run_stream(source, pipeline, outputs, RunLimits(max_frames, duration), stop, timer)
         final = summary()
     click.echo(format_summary(final))
