@@ -179,3 +179,24 @@ def test_temporal_scores_on_a_moving_square():
 def test_an_empty_matrix_scores_nothing_rather_than_zero():
     cm = ConfusionMatrix(3)
     assert math.isnan(cm.miou()) and math.isnan(cm.pixel_accuracy()) and math.isnan(cm.frequency_weighted_iou())
+
+
+def test_the_one_validation_scorer_agrees_with_the_metrics_it_wraps():
+    from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix, SplitScorer
+
+    rng = np.random.default_rng(4)
+    mask = np.zeros((40, 60), np.uint8)
+    mask[:, 30:] = 1
+    mask[:3] = 255
+    labels = mask.copy()
+    labels[10:20, 25:35] = 2
+    labels[mask == 255] = rng.integers(0, 3, int((mask == 255).sum()))
+    scorer, light = SplitScorer(3, 255), SplitScorer(3, 255, boundary=False)
+    cm, bf = ConfusionMatrix(3, 255), BoundaryScores(3, 255, curve=())
+    for s in (scorer, light):
+        s.update(mask, labels)
+    cm.update(mask, labels)
+    bf.update(mask, labels)
+    assert scorer.miou() == light.miou() == cm.miou() < 1.0
+    assert scorer.boundary_f() == bf.mean_boundary_f() < 1.0
+    assert np.isnan(light.boundary_f())

@@ -12,7 +12,7 @@ import numpy as np
 
 from segrefine_edge.bench import measure
 from segrefine_edge.datasets import DatasetClasses, find_pairs, read_pair
-from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
+from segrefine_edge.metrics import SplitScorer
 from segrefine_edge.postprocess import labels_at
 from segrefine_edge.preprocess import resize_image
 from segrefine_edge.scores import ScoreMap
@@ -49,9 +49,7 @@ def validate(model: keras.Model, tflite_path: Path, data: str | Path, split: str
     """Both models on the first ``count`` images of ``split``; labels at the mask's size."""
     pairs = find_pairs(data, split)[:count]
     segmenter = Segmenter.open(tflite_path, threads=threads)
-    n = len(classes.names)
-    region = [ConfusionMatrix(n, classes.void), ConfusionMatrix(n, classes.void)]
-    boundary = [BoundaryScores(n, classes.void, curve=()), BoundaryScores(n, classes.void, curve=())]
+    scorers = [SplitScorer(len(classes.names), classes.void) for _ in ("reference", "converted")]
     agree = total = 0
     for pair in pairs:
         image, mask = read_pair(pair, classes)
@@ -60,12 +58,10 @@ def validate(model: keras.Model, tflite_path: Path, data: str | Path, split: str
                            cv2.COLOR_BGR2RGB).astype(np.float32)
         reference = labels_at(ScoreMap("logits", np.asarray(model(rgb[None], training=False))[0]), size)
         converted = segmenter.segment(image)
-        for i, labels in enumerate((reference, converted)):
-            region[i].update(mask, labels)
-            boundary[i].update(mask, labels)
+        for scorer, labels in zip(scorers, (reference, converted), strict=True):
+            scorer.update(mask, labels)
         agree += int((reference == converted).sum())
         total += reference.size
     invoke = measure([segmenter.backend], warmup=3, runs=20)[0]
-    return Validation(len(pairs), Scores(region[0].miou(), boundary[0].mean_boundary_f()),
-                      Scores(region[1].miou(), boundary[1].mean_boundary_f()), agree / max(total, 1),
-                      invoke.median_ms)
+    reference_scores, converted_scores = (Scores(s.miou(), s.boundary_f()) for s in scorers)
+    return Validation(len(pairs), reference_scores, converted_scores, agree / max(total, 1), invoke.median_ms)
