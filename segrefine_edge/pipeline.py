@@ -225,7 +225,9 @@ class Pipeline:
         self._last_timestamp = timestamp
 
     def close(self) -> None:
-        """Release the models; later calls raise PipelineError."""
+        """End the pipeline: later calls raise PipelineError, and a temporal refiner forgets its
+        mask. The interpreters are freed with the object (LiteRT has no explicit release)."""
+        self.refiner.reset()
         self._closed = True
 
     def __enter__(self) -> Pipeline:

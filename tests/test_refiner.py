@@ -124,6 +124,27 @@ def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_w
     assert (out / "best.weights.h5").is_file()
 
 
+@pytest.mark.train
+def test_a_refiner_run_resumes_from_its_checkpoint_and_refuses_a_different_config(tiny_run: Path, tmp_path: Path):
+    """The refiner shares the segmenter's run folder: it resumes where its checkpoint left off
+    (a finished run trains no further step), and refuses to overwrite or to resume other options."""
+    pytest.importorskip("tensorflow")
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    out = tmp_path / "refiner"
+    command = [*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(out),
+               "--steps", "4", "--batch", "2", "--set", "eval_every=2", "--set", "model.input_hw=[32,48]"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["version"] >= 1
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "pass --resume" in again.stderr and "Traceback" not in again.stderr
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [json.loads(line)["step"] for line in (out / "history.jsonl").read_text().splitlines()] == [2, 4]
+    other = subprocess.run([*command, "--resume", "--seed", "7"], capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "different config" in other.stderr
+
+
 def _fold_run(tiny_run: Path, folder: Path, held_out: int) -> Path:
     """A copy of the tiny segmenter run that says it left fold ``held_out`` of 2 out."""
     folder.mkdir()
@@ -152,8 +173,9 @@ def test_refiner_trains_on_held_out_segmenter_outputs_one_run_per_fold(tiny_run:
     trained = subprocess.run([*command, "--out", str(tmp_path / "run"), "--heldout-segmenter", str(folds[0]),
                               "--heldout-segmenter", str(folds[1])], capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    for fold in folds:                          # two of the four training images each
-        assert np.load(next(fold.glob("refiner_inputs_heldout_16x24_*.npy"))).shape == (2, 16, 24, 11)
+    for index in range(2):                      # two of the four training images each, cached in the refiner's run
+        assert np.load(tmp_path / "run" / "inputs" / f"heldout_{index}.npy").shape == (2, 16, 24, 11)
+    assert not [p for fold in folds for p in fold.glob("*.npy")]   # nothing written into the segmenters' runs
     assert json.loads((tmp_path / "run" / "config.json").read_text())["heldout_segmenters"] == [str(f) for f in folds]
 
 
@@ -219,9 +241,9 @@ def test_refiner_trains_on_a_tflite_segmenter_and_calibrates_from_its_own_run(ti
                               "--out", str(run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
                               "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    caches = sorted(run.glob("refiner_inputs_*_16x24_*.npy"))       # the logits input's size
-    assert [c.name.split("_")[2] for c in caches] == ["train", "val"]
-    assert np.load(caches[0]).shape == (4, 16, 24, 11)
+    caches = sorted((run / "inputs").iterdir())
+    assert [c.name for c in caches] == ["train.npy", "val.npy"]
+    assert np.load(caches[0]).shape == (4, 16, 24, 11)               # at the logits input's size
     assert TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite")).hw == (32, 48)
 
 
@@ -274,15 +296,16 @@ def test_class_weights_scale_each_pixels_share_of_the_refiners_loss():
     """Weighting a class by 3 counts its pixels three times: the weighted loss is the
     pixel-count-weighted mean, and void stays out."""
     pytest.importorskip("tensorflow")
-    from segrefine_edge.training.refiner_loop import _ce
+    from segrefine_edge.training.losses import boundary_weighted_loss
 
     rng = np.random.default_rng(2)
     refined = rng.normal(0, 2, (1, 8, 8, 3)).astype(np.float32)
     mask = np.zeros((1, 8, 8), np.int32)
     mask[0, :, 4:] = 1
     mask[0, 0, 0] = 255                                           # void
-    plain = float(_ce(refined, mask, 3, boundary_weight=0.0))
-    weighted = float(_ce(refined, mask, 3, boundary_weight=0.0, class_weight=np.array([1.0, 3.0, 1.0], np.float32)))
+    plain = float(boundary_weighted_loss(mask, refined, 3, boundary_weight=0.0))
+    weighted = float(boundary_weighted_loss(mask, refined, 3, boundary_weight=0.0,
+                                            class_weights=np.array([1.0, 3.0, 1.0], np.float32)))
     z = refined[0] - refined[0].max(-1, keepdims=True)
     ce = -(z - np.log(np.exp(z).sum(-1, keepdims=True)))
     per_pixel = np.take_along_axis(ce, np.where(mask[0] == 255, 0, mask[0])[..., None], -1)[..., 0]

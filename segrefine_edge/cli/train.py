@@ -61,7 +61,9 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config value.")
-def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, steps, batch, seed, overrides) -> None:
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
+def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, steps, batch, seed, overrides,
+            resume) -> None:
     """Train the boundary refiner on the frozen segmenter's outputs (CE, or CE + adversarial)."""
     require_tensorflow("train")
     from segrefine_edge.training.config import apply_overrides
@@ -76,7 +78,7 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
              "batch": batch, "seed": seed, "model.temporal": temporal, "heldout_segmenters": list(heldout)}
     config = apply_overrides(RefinerTrainConfig(), [*(f"{k}={json.dumps(v)}" for k, v in flags.items()), *overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    best = train_refiner(config, run_dir)
+    best = train_refiner(config, run_dir, resume=resume)
     click.echo(f"best at step {best.get('step')}: val mIoU {best.get('segmenter_miou', 0):.4f} -> "
                f"{best.get('refined_miou', 0):.4f}, Boundary F {best.get('segmenter_boundary_f', 0):.4f} -> "
                f"{best.get('refined_boundary_f', 0):.4f}; weights in {run_dir}/best.weights.h5")

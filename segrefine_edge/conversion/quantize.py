@@ -59,8 +59,8 @@ def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None,
     cached at training (at the logits input's size); a temporal refiner's previous mask is
     calibrated with the logits' softmax, which spans the same 0-1 range its own output will."""
     if logits_cache is None or not logits_cache.is_file():
-        raise DatasetError("the refiner's training inputs (refiner_inputs_train_*.npy in the refiner or segmenter run) are gone; "
-                           "re-run `train refiner` or keep those run folders")
+        raise DatasetError("the refiner's training inputs (inputs/train.npy in its run folder) are gone; "
+                           "re-run `train refiner` or keep its run folder whole")
     logits = np.load(logits_cache, mmap_mode="r")
     files = [pair.image for pair in find_pairs(root, split)]
     if len(files) != len(logits):

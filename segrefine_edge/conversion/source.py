@@ -119,14 +119,12 @@ def _from_refiner_run(run: Path) -> ExportSource:
     config = RefinerConfig(**model_config)
     generator = build_generator(config)
     generator.load_weights(run / "best.weights.h5")
-    h, w = config.logits_hw
-    pattern = f"refiner_inputs_train_{h}x{w}_*.npy"     # beside a .tflite segmenter's refiner, else in its run
-    caches = sorted(run.glob(pattern)) or sorted(Path(recipe["segmenter"]).glob(pattern))
+    cache = run / "inputs" / "train.npy"      # the segmenter outputs the refiner was trained on
     info = read_class_info(recipe["data"]) if Path(recipe["data"]).is_dir() else None
     labels = info.names if info else [f"class{i}" for i in range(config.num_classes)]
     return ExportSource(generator, run.name, labels, info.palette_rgb if info else None,
                         info.void if info else None, recipe["data"], recipe, role="refiner",
-                        calibration_inputs=caches[-1] if caches else None)
+                        calibration_inputs=cache if cache.is_file() else None)
 
 
 def fuse_refiner(segmenter: ExportSource, refiner_run: str | Path) -> ExportSource:

@@ -27,12 +27,8 @@ class TrainConfig:
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_hw: tuple[int, int] = (352, 480)
-    # The shipped model's first schedule: 30 epochs with square-root median-frequency class weights
-    # (0.726 val mIoU float, Pole 0.14, with 288x384 crops) against 0.697 (Pole 0.08) in 15 without;
-    # 0.743 with the whole-frame crops, 0.751 after a second schedule (init_weights), 0.758 after a
-    # third. With block-16 features the older recipe (scale 0.5-2.0, those weights, weight decay
-    # 1e-4) scored about the same as 15 plain epochs (0.624 against 0.621): the backbone feature
-    # made that difference.
+    # The shipped model's first schedule: 30 epochs with square-root median-frequency class weights;
+    # it took two more schedules from these weights (init_weights). Scores: docs/experiments.md.
     epochs: int = 30
     batch: int = 8
     learning_rate: float = 1e-3
@@ -70,6 +66,17 @@ def _from_dict(cls: type, values: dict[str, Any]):
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A segmenter config from a run's config.json (its kind and format version are checked and
+    dropped) or from a hand-written one."""
+    from segrefine_edge.training.run_folder import CONFIG_VERSION
+
+    values = dict(values)
+    kind, version = values.pop("kind", "segmenter"), values.pop("version", 0)
+    if kind != "segmenter":
+        raise SegrefineError(f"this config is a {kind} run's, not a segmenter's")
+    if version > CONFIG_VERSION:
+        raise SegrefineError(f"config version {version} is newer than this segrefine-edge reads ({CONFIG_VERSION}); "
+                             "upgrade segrefine-edge")
     return _from_dict(TrainConfig, values)
 
 

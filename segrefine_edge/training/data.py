@@ -77,8 +77,8 @@ def decode_split(pairs: list[Pair], num_classes: int, void: int, workers: int = 
 class AugmentConfig:
     """In-graph augmentation for training crops."""
 
-    # The whole 352x480 frame: against 288x384 crops it lifted val mIoU from 0.709-0.726 to 0.736-0.743
-    # (two runs each) and Pole IoU from about 0.14 to 0.17-0.21, for about twice the time per epoch.
+    # The whole 352x480 frame: it beat 288x384 crops over two runs each, for about twice the time
+    # per epoch (docs/experiments.md).
     crop_hw: tuple[int, int] = (352, 480)
     scale_range: tuple[float, float] = (0.85, 1.5)   # below 1 the frame leaves void (ignored) around it
     flip: bool = True

@@ -38,18 +38,15 @@ class SegmenterConfig:
     dropout: float = 0.1
     bn_momentum: float = 0.9
     # The backbone feature ASPP reads. "block_13_expand_relu" (576 channels) is the last one at
-    # stride 16, before MobileNetV2 would go to stride 32: blocks 13-16 are not run at all. On
-    # CamVid it beat the dilated tail's features by far, 15 epochs, same recipe, val mIoU (float):
-    # 0.697 against 0.621 for "block_16_project_BN" (DeepLab's choice, 320 channels); "out_relu"
-    # (1280 channels, the first shipped model) reached 0.627 in 30 epochs with class weights.
+    # stride 16, before MobileNetV2 would go to stride 32: blocks 13-16 are not run at all. It beat
+    # DeepLab's "block_16_project_BN" and "out_relu" on CamVid (docs/experiments.md).
     high_level_feature: str = "block_13_expand_relu"
     # > 0 adds a stride-2 stage: the decoder's features, reduced to this many channels and
     # upsampled, meet block 0's stride-2 features in one separable block whose 1x1 output is added
     # to the stride-4 logits upsampled x2. That output starts at zero, so a run that starts from
     # a stride-4 model's weights starts from nearly that model's predictions (two x2 bilinear
-    # upsamples instead of one x4). Meant for poles, one to three pixels wide at stride 4; on the
-    # shipped model's third schedule it did not lift them (Pole 0.205 against 0.198 int8, mIoU
-    # 0.752 against 0.754, 1.17x the invoke time), so the shipped model has none.
+    # upsamples instead of one x4). Meant for poles, one to three pixels wide at stride 4; it did
+    # not lift them (docs/experiments.md), so the shipped model has none.
     fine_filters: int = 0
 
 

@@ -6,6 +6,27 @@ import numpy as np
 import tensorflow as tf
 
 
+def masked_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, num_classes: int,
+                         class_weights: np.ndarray | tf.Tensor | None = None,
+                         pixel_weights: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-pixel cross-entropy on logits and each pixel's weight, for both trainers to reduce.
+
+    Labels outside [0, num_classes) (void) weigh 0; ``class_weights`` scales each pixel by its
+    class's weight, ``pixel_weights`` (same shape as the labels) by its own. Returns
+    ``(ce * weight, weight)``.
+    """
+    labels = tf.cast(tf.reshape(labels, tf.shape(logits)[:-1]), tf.int32)
+    valid = (labels >= 0) & (labels < num_classes)
+    safe = tf.where(valid, labels, 0)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, tf.cast(logits, tf.float32))
+    weight = tf.cast(valid, tf.float32)
+    if class_weights is not None:
+        weight *= tf.gather(tf.cast(class_weights, tf.float32), safe)
+    if pixel_weights is not None:
+        weight *= pixel_weights
+    return ce * weight, weight
+
+
 def segmentation_loss(num_classes: int, class_weights: np.ndarray | None = None, ohem_fraction: float = 0.0,
                       lovasz_weight: float = 0.0):
     """Pixel cross-entropy on logits; labels outside [0, num_classes) (void) never count.
@@ -18,14 +39,10 @@ def segmentation_loss(num_classes: int, class_weights: np.ndarray | None = None,
 
     def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         labels = tf.cast(tf.reshape(y_true, tf.shape(y_pred)[:-1]), tf.int32)
-        valid = (labels >= 0) & (labels < num_classes)
-        safe = tf.where(valid, labels, 0)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, tf.cast(y_pred, tf.float32))
-        w = tf.cast(valid, tf.float32)
-        if weights is not None:
-            w = w * tf.gather(weights, safe)
-        ce, w = tf.reshape(ce * w, [-1]), tf.reshape(w, [-1])
+        ce, w = masked_cross_entropy(labels, y_pred, num_classes, weights)
+        ce, w = tf.reshape(ce, [-1]), tf.reshape(w, [-1])
         if ohem_fraction > 0:
+            valid = (labels >= 0) & (labels < num_classes)
             k = tf.maximum(tf.cast(tf.reduce_sum(tf.cast(valid, tf.float32)) * ohem_fraction, tf.int32), 1)
             hardest, idx = tf.math.top_k(ce, k)
             mean = tf.reduce_sum(hardest) / tf.maximum(tf.reduce_sum(tf.gather(w, idx)), 1e-6)
@@ -36,6 +53,18 @@ def segmentation_loss(num_classes: int, class_weights: np.ndarray | None = None,
         return mean
 
     return loss
+
+
+def boundary_weighted_loss(labels: tf.Tensor, logits: tf.Tensor, num_classes: int, boundary_weight: float,
+                           class_weights: np.ndarray | None = None) -> tf.Tensor:
+    """The refiner's cross-entropy: pixels within 2 px of a ground-truth boundary weigh
+    ``1 + boundary_weight``, the rest 1 (void 0), where a refiner's work is."""
+    safe = tf.where(labels < num_classes, labels, 0)
+    m = tf.cast(safe, tf.float32)[..., None]
+    near_edge = tf.nn.max_pool2d(m, 5, 1, "SAME") != -tf.nn.max_pool2d(-m, 5, 1, "SAME")
+    ce, weight = masked_cross_entropy(labels, logits, num_classes, class_weights,
+                                      1.0 + boundary_weight * tf.cast(near_edge[..., 0], tf.float32))
+    return tf.reduce_sum(ce) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
 
 def lovasz_softmax(logits: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:

@@ -15,8 +15,7 @@ from segrefine_edge.preprocess import resize_image
 from segrefine_edge.training.data import DecodedSplit
 
 # Size (see random_motion) of the motion a temporal refiner's previous mask keeps after flow
-# alignment, in training (the shipped refiner's). Behind the first segmenter: val TC 0.801 (int8,
-# unblended) against 0.798 at 0.2.
+# alignment, in training (the shipped refiner's; 0.2 was tried, docs/experiments.md).
 FLOW_RESIDUAL = 0.1
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,14 +17,14 @@ import tensorflow as tf
 
 from segrefine_edge.datasets import Pair, find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
-from segrefine_edge.metrics import BoundaryScores, ConfusionMatrix
+from segrefine_edge.metrics import SplitScorer
 from segrefine_edge.preprocess import resize_image
 from segrefine_edge.training.averaging import averaged_weights, check_momentum, ema_options
 from segrefine_edge.training.config import load_config
 from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split
 from segrefine_edge.training.deeplab import build_segmenter, decoder_logits
 from segrefine_edge.training.folds import fold_of
-from segrefine_edge.training.losses import lovasz_softmax
+from segrefine_edge.training.losses import boundary_weighted_loss, lovasz_softmax
 from segrefine_edge.training.refiner_data import (
     FLOW_RESIDUAL,
     RefinerSplit,
@@ -35,6 +34,7 @@ from segrefine_edge.training.refiner_data import (
     segmenter_logits,
 )
 from segrefine_edge.training.refiner_net import RefinerConfig, build_discriminator, build_generator
+from segrefine_edge.training.run_folder import RunFolder, restore_latest
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,11 @@ class RefinerTrainConfig:
     seed: int = 0
 
 
-def _frozen_segmenter(source: Path, run: Path, num_classes: int
-                      ) -> tuple[Callable[[np.ndarray], np.ndarray], Path, Path]:
-    """A function from an RGB image to the segmenter's logits, the folder its outputs are
-    cached in, and the file whose modification time marks that cache (a retrained segmenter
-    gets new inputs).
+def _frozen_segmenter(source: Path, num_classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from an RGB image to the segmenter's logits.
 
-    A training run folder gives the float Keras model (its cache is shared by every refiner
-    trained on it); a .tflite file gives the deployed model through the runtime, so the
-    refiner learns the errors the quantised model really makes.
+    A training run folder gives the float Keras model; a .tflite file gives the deployed model
+    through the runtime, so the refiner learns the errors the quantised model really makes.
     """
     if source.suffix == ".tflite":
         if not source.is_file():
@@ -90,7 +86,7 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
         def predict(image: np.ndarray) -> np.ndarray:
             scores = segmenter.scores(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             return scores.real() if kind == "logits" else np.log(np.maximum(scores.real(), 1e-6))
-        return predict, run, source
+        return predict
     if not (source / "best.weights.h5").is_file():
         raise SegrefineError(f"{source} holds no trained segmenter (best.weights.h5) and is no .tflite model; "
                              "train one first or pass a .tflite segmenter")
@@ -103,13 +99,12 @@ def _frozen_segmenter(source: Path, run: Path, num_classes: int
     def predict(image: np.ndarray) -> np.ndarray:
         x = resize_image(image, (h, w)).astype(np.float32)
         return np.asarray(logits(x[None], training=False))[0]
-    return predict, source, source / "best.weights.h5"
+    return predict
 
 
-def _heldout_logits(runs: list[str], split: DecodedSplit, pairs: list[Pair], num_classes: int,
-                    hw: tuple[int, int]) -> np.ndarray:
-    """Each training image's logits from the segmenter run that left its fold out. The runs'
-    configs are checked to cover every image before any segmenter runs."""
+def _heldout_plan(runs: list[str], split: DecodedSplit, pairs: list[Pair]) -> list[tuple[Path, list[int]]]:
+    """For each segmenter run, the training images (indices into the split) it left out; checked
+    to cover every image before any run folder is written or any segmenter runs."""
     skipped = set(split.skipped)
     position: dict[int, int] = {}               # pair index -> index into split.images
     for index, pair in enumerate(pairs):
@@ -131,27 +126,20 @@ def _heldout_logits(runs: list[str], split: DecodedSplit, pairs: list[Pair], num
     if missing:
         raise SegrefineError(f"{len(missing)} training images ({missing[0]}, ...) are in no held-out fold of "
                              f"{', '.join(runs)}; pass one segmenter run per fold")
-    heldout: list[np.ndarray | None] = [None] * len(position)
-    for run, chosen in plan:
-        predict, cache_dir, weights = _frozen_segmenter(run, run, num_classes)
-        cache = cache_dir / f"refiner_inputs_heldout_{hw[0]}x{hw[1]}_{int(weights.stat().st_mtime)}.npy"
-        logits = segmenter_logits(predict, DecodedSplit([split.images[i] for i in chosen], [], []), hw, cache)
+    return plan
+
+
+def _heldout_logits(plan: list[tuple[Path, list[int]]], split: DecodedSplit, num_classes: int, hw: tuple[int, int],
+                    inputs: Path) -> np.ndarray:
+    """Each training image's logits from the segmenter run that left its fold out, cached in ``inputs``."""
+    heldout: list[np.ndarray | None] = [None] * len(split.images)
+    for fold, (run, chosen) in enumerate(plan):
+        logits = segmenter_logits(_frozen_segmenter(run, num_classes),
+                                  DecodedSplit([split.images[i] for i in chosen], [], []), hw,
+                                  inputs / f"heldout_{fold}.npy")
         for index, values in zip(chosen, logits, strict=True):
             heldout[index] = values
     return np.stack(heldout)
-
-
-def _ce(refined: tf.Tensor, mask: tf.Tensor, num_classes: int, boundary_weight: float,
-        class_weight: np.ndarray | None = None) -> tf.Tensor:
-    valid = mask < num_classes
-    safe = tf.where(valid, mask, 0)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, refined)
-    m = tf.cast(safe, tf.float32)[..., None]
-    near_edge = tf.nn.max_pool2d(m, 5, 1, "SAME") != -tf.nn.max_pool2d(-m, 5, 1, "SAME")
-    weight = tf.cast(valid, tf.float32) * (1.0 + boundary_weight * tf.cast(near_edge[..., 0], tf.float32))
-    if class_weight is not None:
-        weight *= tf.gather(tf.constant(class_weight, tf.float32), safe)
-    return tf.reduce_sum(ce * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
 
 def _real_map(mask: tf.Tensor, fake: tf.Tensor, num_classes: int, smoothing: float) -> tf.Tensor:
@@ -173,8 +161,7 @@ def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], n
 
     temporal = len(generator.inputs) == 3
     motion = FlowTracker(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-    region = {k: ConfusionMatrix(num_classes, void) for k in ("segmenter", "refined")}
-    boundary = {k: BoundaryScores(num_classes, void, curve=()) for k in ("segmenter", "refined")}
+    scorers = {k: SplitScorer(num_classes, void) for k in ("segmenter", "refined")}
     previous = None
     for i in range(len(data.images)):
         feeds = [data.images[i][None].astype(np.float32), data.logits[i][None].astype(np.float32)]
@@ -187,79 +174,114 @@ def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], n
         mask = truth[i]
         for key, logits in (("segmenter", data.logits[i].astype(np.float32)), ("refined", refined)):
             labels = np.argmax(cv2.resize(logits, mask.shape[::-1], interpolation=cv2.INTER_LINEAR), -1)
-            region[key].update(mask, labels)
-            boundary[key].update(mask, labels)
-    return {f"{k}_{m}": v for k in region for m, v in
-            (("miou", region[k].miou()), ("boundary_f", boundary[k].mean_boundary_f()))}
+            scorers[key].update(mask, labels)
+    return {f"{k}_{m}": v for k, scorer in scorers.items() for m, v in
+            (("miou", scorer.miou()), ("boundary_f", scorer.boundary_f()))}
 
 
-def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
-    run = Path(run)
-    if (run / "config.json").exists():
-        raise SegrefineError(f"{run} already holds a run; choose a new --out")
+class RefinerGAN(keras.Model):
+    """The refiner (generator) and, with an adversarial weight, a hinge-loss conditional PatchGAN
+    discriminator, each with its own optimizer (two time-scale learning rates), as the Keras GAN
+    examples hold them. Only the generator is exported."""
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: RefinerTrainConfig,
+                 pixel_weights: np.ndarray | None) -> None:
+        super().__init__()
+        self.generator, self.discriminator = generator, discriminator
+        self.settings, self.pixel_weights = config, pixel_weights
+        self.num_classes = config.model.num_classes
+
+    def compile(self, g_optimizer: keras.optimizers.Optimizer, d_optimizer: keras.optimizers.Optimizer) -> None:
+        super().compile(jit_compile=False)
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+
+    def call(self, inputs: list[tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.generator(inputs, training=training)
+
+    def train_step(self, data: tuple[tuple[tf.Tensor, ...], tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One step of both players: D sees real (smoothed ground truth) and fake (refined) maps
+        conditioned on the image; G minimises cross-entropy plus the weighted adversarial term."""
+        features, mask = data
+        image, c, cfg = features[0], self.num_classes, self.settings
+        adversarial = cfg.adversarial_weight > 0
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            refined = self.generator(list(features), training=True)
+            ce = boundary_weighted_loss(mask, refined, c, cfg.boundary_weight, self.pixel_weights)
+            supervised = ce + cfg.lovasz_weight * lovasz_softmax(refined, mask, c) if cfg.lovasz_weight else ce
+            fake = tf.nn.softmax(refined)
+            g_adv = d_loss = d_acc = tf.constant(0.0)
+            if adversarial:
+                real = _real_map(mask, fake, c, cfg.label_smoothing)
+                d_real = self.discriminator([image, real], training=True)
+                d_fake = self.discriminator([image, tf.stop_gradient(fake)], training=True)
+                d_loss = tf.reduce_mean(tf.nn.relu(1 - d_real)) + tf.reduce_mean(tf.nn.relu(1 + d_fake))
+                d_acc = 0.5 * (tf.reduce_mean(tf.cast(d_real > 0, tf.float32))
+                               + tf.reduce_mean(tf.cast(d_fake < 0, tf.float32)))
+                g_adv = -tf.reduce_mean(self.discriminator([image, fake], training=True))
+            g_loss = supervised + cfg.adversarial_weight * g_adv
+        g_grads = g_tape.gradient(g_loss, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(g_grads, self.generator.trainable_variables, strict=True))
+        d_norm = tf.constant(0.0)
+        if adversarial:
+            d_grads = d_tape.gradient(d_loss, self.discriminator.trainable_variables)
+            self.d_optimizer.apply_gradients(zip(d_grads, self.discriminator.trainable_variables, strict=True))
+            d_norm = tf.linalg.global_norm(d_grads)
+        return {"ce": ce, "g_adv": g_adv, "d_loss": d_loss, "d_accuracy": d_acc,
+                "g_grad_norm": tf.linalg.global_norm(g_grads), "d_grad_norm": d_norm}
+
+
+def _selection_score(record: dict) -> float:
+    """What the kept weights are chosen by: refined mIoU plus refined Boundary F on val."""
+    return record["refined_boundary_f"] + record["refined_miou"]
+
+
+def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = False) -> dict:
+    """Train, keeping ``best.weights.h5`` and resumable checkpoints in ``run``; the segmenter's
+    outputs the refiner learns from are cached in ``run/inputs/`` (conversion calibrates on them)."""
+    folder = RunFolder(run, "refiner", dataclasses.asdict(config))
+    folder.open(resume)
     check_momentum(config.ema_momentum)
     keras.utils.set_random_seed(config.seed)
     c = config.model.num_classes
-    predict, cache_dir, segmenter_file = _frozen_segmenter(Path(config.segmenter), run, c)
+    predict = _frozen_segmenter(Path(config.segmenter), c)
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
     pairs = {name: find_pairs(config.data, name) for name in ("train", "val")}
     splits = {name: decode_split(pairs[name], c, void) for name in ("train", "val")}
     pixel_weights = class_weights(splits["train"], c, config.class_weighting)
-    heldout = (_heldout_logits(config.heldout_segmenters, splits["train"], pairs["train"], c, config.model.logits_hw)
-               if config.heldout_segmenters else None)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps({"kind": "refiner", **dataclasses.asdict(config)}, indent=1))
-    stamp = int(segmenter_file.stat().st_mtime)
-    data = {}
-    for name, split in splits.items():
-        h, w = config.model.logits_hw
-        logits = segmenter_logits(predict, split, (h, w), cache_dir / f"refiner_inputs_{name}_{h}x{w}_{stamp}.npy")
-        data[name] = refiner_split(split, logits, config.model.input_hw)
+    plan = _heldout_plan(config.heldout_segmenters, splits["train"], pairs["train"]) if config.heldout_segmenters else None
+    inputs = folder.path / "inputs"
+    if not resume:
+        folder.create()
+    inputs.mkdir(exist_ok=True)
+    heldout = _heldout_logits(plan, splits["train"], c, config.model.logits_hw, inputs) if plan else None
+    data = {name: refiner_split(split, segmenter_logits(predict, split, config.model.logits_hw,
+                                                        inputs / f"{name}.npy"), config.model.input_hw)
+            for name, split in splits.items()}
     data["train"].heldout_logits = heldout
     generator, discriminator = build_generator(config.model), build_discriminator(config.model)
     g_opt = keras.optimizers.Adam(config.lr_generator, beta_1=0.5, **ema_options(config.ema_momentum))
-    g_opt.build(generator.trainable_variables)
-    scored = build_generator(config.model) if g_opt.use_ema else generator
     d_opt = keras.optimizers.Adam(config.lr_discriminator, beta_1=0.5)
-    adversarial = config.adversarial_weight > 0
-
-    @tf.function
-    def step(features, mask):
-        image = features[0]
-        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            refined = generator(list(features), training=True)
-            ce = _ce(refined, mask, c, config.boundary_weight, pixel_weights)
-            supervised = ce + config.lovasz_weight * lovasz_softmax(refined, mask, c) if config.lovasz_weight else ce
-            fake = tf.nn.softmax(refined)
-            g_adv = d_loss = d_acc = tf.constant(0.0)
-            if adversarial:
-                real = _real_map(mask, fake, c, config.label_smoothing)
-                d_real = discriminator([image, real], training=True)
-                d_fake_for_d = discriminator([image, tf.stop_gradient(fake)], training=True)
-                d_loss = tf.reduce_mean(tf.nn.relu(1 - d_real)) + tf.reduce_mean(tf.nn.relu(1 + d_fake_for_d))
-                d_acc = 0.5 * (tf.reduce_mean(tf.cast(d_real > 0, tf.float32))
-                               + tf.reduce_mean(tf.cast(d_fake_for_d < 0, tf.float32)))
-                g_adv = -tf.reduce_mean(discriminator([image, fake], training=True))
-            g_loss = supervised + config.adversarial_weight * g_adv
-        g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
-        g_opt.apply_gradients(zip(g_grads, generator.trainable_variables, strict=True))
-        d_norm = tf.constant(0.0)
-        if adversarial:
-            d_grads = d_tape.gradient(d_loss, discriminator.trainable_variables)
-            d_opt.apply_gradients(zip(d_grads, discriminator.trainable_variables, strict=True))
-            d_norm = tf.linalg.global_norm(d_grads)
-        return {"ce": ce, "g_adv": g_adv, "d_loss": d_loss, "d_accuracy": d_acc,
-                "g_grad_norm": tf.linalg.global_norm(g_grads), "d_grad_norm": d_norm}
-
-    writer = tf.summary.create_file_writer(str(run / "tensorboard"))
-    stream = batches(data["train"], config.batch, c, config.real_share, config.seed, config.model.temporal,
+    g_opt.build(generator.trainable_variables)      # now, so checkpoints can restore their slots
+    d_opt.build(discriminator.trainable_variables)
+    gan = RefinerGAN(generator, discriminator, config, pixel_weights)
+    gan.compile(g_opt, d_opt)
+    scored = build_generator(config.model) if g_opt.use_ema else generator
+    done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoints = folder.checkpoints(tf.train.Checkpoint(generator=generator, discriminator=discriminator,
+                                                         g_optimizer=g_opt, d_optimizer=d_opt, step=done))
+    restore_latest(checkpoints, resume)
+    start = int(done.numpy())
+    step = tf.function(gan.train_step)
+    writer = folder.tensorboard()
+    # A resumed run draws fresh batches (the stream is seeded by the step it resumes from)
+    stream = batches(data["train"], config.batch, c, config.real_share, config.seed + start, config.model.temporal,
                      config.flow_residual, config.heldout_share)
     truth = splits["val"].masks
-    best, started = None, time.monotonic()
-    for i in range(1, config.steps + 1):
+    started = time.monotonic()
+    for i in range(start + 1, config.steps + 1):
         *features, mask = (tf.constant(a) for a in next(stream))
-        logs = {k: float(v) for k, v in step(features, mask).items()}
+        logs = {k: float(v) for k, v in step((tuple(features), mask)).items()}
         if i % 25 == 0:
             with writer.as_default(step=i):
                 for k, v in logs.items():
@@ -272,13 +294,11 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path) -> dict:
                 scored.set_weights(averaged_weights(generator, g_opt))
             scores = score(scored, data["val"], truth, c, void)
             record |= scores
-            with open(run / "history.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            folder.append_history(record)
             log.info("step %d ce %.4f d_acc %.2f | val mIoU %.4f -> %.4f, BF %.4f -> %.4f", i, logs["ce"],
                      logs["d_accuracy"], scores["segmenter_miou"], scores["refined_miou"],
                      scores["segmenter_boundary_f"], scores["refined_boundary_f"])
-            if best is None or scores["refined_boundary_f"] + scores["refined_miou"] > best["refined_boundary_f"] + best["refined_miou"]:
-                best = record
-                scored.save_weights(run / "best.weights.h5")
-                (run / "best.json").write_text(json.dumps(record, indent=1))
-    return best or {}
+            folder.keep_if_best(record, _selection_score, scored.save_weights)
+            done.assign(i)
+            checkpoints.save()
+    return folder.best_record() or {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -16,13 +15,14 @@ import tensorflow as tf
 
 from segrefine_edge.datasets import find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
-from segrefine_edge.metrics import ConfusionMatrix
+from segrefine_edge.metrics import SplitScorer
 from segrefine_edge.training.averaging import averaged_weights, check_momentum, ema_options
-from segrefine_edge.training.config import TrainConfig, config_to_dict, load_config
+from segrefine_edge.training.config import TrainConfig, config_to_dict
 from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split, training_dataset
 from segrefine_edge.training.deeplab import SegmenterConfig, build_segmenter
 from segrefine_edge.training.folds import without_fold
 from segrefine_edge.training.losses import segmentation_loss
+from segrefine_edge.training.run_folder import RunFolder, restore_latest
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def make_schedule(config: TrainConfig, total_steps: int):
     raise SegrefineError(f"unknown schedule '{config.schedule}'; use poly or cosine")
 
 
-def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, void: int) -> ConfusionMatrix:
+def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, void: int) -> SplitScorer:
     """Score ``model`` (built at its eval size) on a decoded split at the labels' resolution."""
     in_hw = model.input_shape[1:3]
 
@@ -67,22 +67,22 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
         logits = tf.image.resize(model(x, training=False), out_hw, method="bilinear")
         return tf.argmax(logits[0], axis=-1, output_type=tf.int32)
 
-    cm = ConfusionMatrix(num_classes, void)
+    scorer = SplitScorer(num_classes, void, boundary=False)     # mIoU only: it runs every epoch
     for image, mask in zip(split.images, split.masks, strict=True):
-        cm.update(mask, predict(image, tf.constant(mask.shape[:2])).numpy())
-    return cm
+        scorer.update(mask, predict(image, tf.constant(mask.shape[:2])).numpy())
+    return scorer
 
 
 class _EpochEnd:
     """After each epoch (chief only): val mIoU with the project's metric, history line, best weights."""
 
-    def __init__(self, run: Path, eval_model: keras.Model, val: DecodedSplit, num_classes: int, void: int,
-                 best: float) -> None:
-        self.run, self.eval_model, self.val = run, eval_model, val
-        self.num_classes, self.void, self.best = num_classes, void, best
-        self.writer = tf.summary.create_file_writer(str(run / "tensorboard"))
+    def __init__(self, folder: RunFolder, eval_model: keras.Model, val: DecodedSplit, num_classes: int,
+                 void: int) -> None:
+        self.folder, self.eval_model, self.val = folder, eval_model, val
+        self.num_classes, self.void = num_classes, void
+        self.writer = folder.tensorboard()
 
-    def _score(self, weights: list[np.ndarray]) -> ConfusionMatrix:
+    def _score(self, weights: list[np.ndarray]) -> SplitScorer:
         self.eval_model.set_weights(weights)
         return evaluate_split(self.eval_model, self.val, self.num_classes, self.void)
 
@@ -99,37 +99,22 @@ class _EpochEnd:
             "val_iou": [None if np.isnan(v) else float(v) for v in cm.iou()],
             "seconds": round(seconds, 1),
         }
-        with open(self.run / "history.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self.folder.append_history(record)
         with self.writer.as_default(step=epoch):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("val_miou", miou)
-        if miou > self.best:
-            self.best = miou
-            self.eval_model.save_weights(self.run / "best.weights.h5")
-            (self.run / "best.json").write_text(json.dumps(record, indent=1))
-        log.info("epoch %d loss %.4f val mIoU %.4f (best %.4f)", epoch, loss, miou, self.best)
-
-
-def _check_resume(run: Path, config: TrainConfig, resume: bool) -> None:
-    saved = run / "config.json"
-    if saved.exists():
-        if not resume:
-            raise SegrefineError(f"{run} already holds a run; pass --resume to continue it or choose a new --out")
-        if config_to_dict(load_config(saved)) != config_to_dict(config):
-            raise SegrefineError(f"{run} was started with a different config; resume it with the same "
-                                 "config (see its config.json) or start a new --out")
-    elif resume:
-        raise SegrefineError(f"nothing to resume in {run}: it has no config.json")
+        self.folder.keep_if_best(record, lambda r: r["val_miou"], self.eval_model.save_weights)
+        log.info("epoch %d loss %.4f val mIoU %.4f (best %.4f)", epoch, loss, miou,
+                 self.folder.best_record()["val_miou"])
 
 
 def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) -> dict:
     """Train, keeping ``best.weights.h5`` (by val mIoU) and resumable checkpoints in ``run``."""
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
-    run = Path(run)
+    folder = RunFolder(run, "segmenter", config_to_dict(config))
     if chief:
-        _check_resume(run, config, resume)
+        folder.open(resume)
     check_momentum(config.ema_momentum)
     if config.backbone_weights and not Path(config.backbone_weights).is_file():
         raise SegrefineError(f"backbone weights {config.backbone_weights} not found; pass --backbone-weights "
@@ -147,7 +132,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     if config.val_limit:
         val = DecodedSplit(val.images[: config.val_limit], val.masks[: config.val_limit], val.skipped)
     weights = class_weights(train, num_classes, config.class_weighting)
-    checkpoints = run / "checkpoints" if chief else Path(tempfile.mkdtemp(prefix="segrefine-worker-"))
+    checkpoints = None if chief else Path(tempfile.mkdtemp(prefix="segrefine-worker-"))
     steps = config.steps_per_epoch or len(train.images) // config.batch
 
     with strategy.scope():
@@ -161,18 +146,12 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
         optimizer.build(model.trainable_variables)   # now, so checkpoints can restore its slots
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     # Only the chief writes the run; other workers keep their (required) checkpoint copies aside.
-    if chief:
-        run.mkdir(parents=True, exist_ok=True)         # only once the inputs and weights are known good
-        (run / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
+    if chief and not resume:
+        folder.create()                                # only once the inputs and weights are known good
     loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction, config.lovasz_weight)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(ckpt, checkpoints, max_to_keep=2)
-    best = -1.0
-    if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
-        if (run / "best.json").exists():
-            best = json.loads((run / "best.json").read_text())["val_miou"]
-    epoch_end = _EpochEnd(run, build_segmenter(config.model, config.eval_hw), val, num_classes, void, best) if chief else None
+    manager = folder.checkpoints(tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var), checkpoints)
+    restore_latest(manager, resume)
+    epoch_end = _EpochEnd(folder, build_segmenter(config.model, config.eval_hw), val, num_classes, void) if chief else None
     batches = iter(strategy.distribute_datasets_from_function(
         lambda ctx: training_dataset(train, config.augment, ctx.get_per_replica_batch_size(config.batch), void,
                                      config.seed + ctx.input_pipeline_id)))
@@ -185,7 +164,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
             epoch_end(model, optimizer, epoch, total / steps, time.monotonic() - started)
         epoch_var.assign(epoch)
         manager.save()                               # every worker, or MultiWorkerMirroredStrategy hangs
-    return json.loads((run / "best.json").read_text()) if chief and (run / "best.json").exists() else {}
+    return (folder.best_record() or {}) if chief else {}
 
 
 def _load_init_weights(model: keras.Model, model_config: SegmenterConfig, path: str) -> None:
