@@ -38,6 +38,34 @@ def test_float32_export_matches_keras_and_carries_the_contract(tiny_run: Path, t
     assert "validation on 4 images" in result.output
 
 
+@pytest.mark.parametrize(("target", "most", "weights_type"), [("float16", 0.6, np.float16), ("dynamic", 0.4, np.int8)])
+def test_float16_and_dynamic_targets_shrink_the_weights_and_keep_the_answers(tiny_run: Path, tmp_path: Path,
+                                                                            target: str, most: float,
+                                                                            weights_type: type):
+    """float16 halves the weights (dequantised in the graph), dynamic-range stores them as int8;
+    both keep float input and output and, validated against Keras, nearly every pixel's label."""
+    from segrefine_edge.backend import resolve_runtime
+    from segrefine_edge.edgetpu import ops_details
+
+    reference = tmp_path / "tiny_float32.tflite"
+    assert _convert(str(tiny_run), "--to", "float32", "--out", str(reference), "--val-count", "0").exit_code == 0
+    out = tmp_path / f"tiny_{target}.tflite"
+    result = _convert(str(tiny_run), "--to", target, "--out", str(out), "--val-count", "4")
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size < most * reference.stat().st_size
+    meta = read_embedded_metadata(out)
+    assert meta["labels"] == CAMVID_CLASSES
+    assert meta["info"]["validation"]["pixel_agreement_with_float"] > 0.98
+    segmenter = Segmenter.open(out)
+    assert segmenter.input.dtype == np.float32 and segmenter.output.dtype == np.float32
+    _, interpreter_cls, _ = resolve_runtime("auto")
+    interpreter = interpreter_cls(model_path=str(out))
+    assert weights_type in {tensor["dtype"] for tensor in interpreter.get_tensor_details()}
+    assert "CONV_2D" in {op["op_name"] for op in ops_details(interpreter)}
+    labels = segmenter.segment(np.full((72, 100, 3), 90, np.uint8))
+    assert labels.shape == (72, 100) and labels.max() < 11
+
+
 def test_edgetpu_target_is_full_int8_and_every_op_is_mappable(tiny_run: Path, tmp_path: Path):
     out = tmp_path / "tiny_edgetpu-ready.tflite"
     result = _convert(str(tiny_run), "--to", "edgetpu", "--out", str(out), "--calib-count", "4", "--val-count", "0")
