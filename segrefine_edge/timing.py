@@ -40,6 +40,11 @@ class StageTimer:
             self._samples[name].append(ms)
             self.last[name] = ms
 
+    def samples(self, name: str) -> list[float]:
+        """Every time recorded for ``name``, in milliseconds."""
+        with self._lock:
+            return list(self._samples.get(name, []))
+
     def add_all(self, timings_ms: dict[str, float]) -> None:
         """Record one frame's per-stage times (a SegmentationResult's ``timings_ms``)."""
         for name, ms in timings_ms.items():

@@ -124,3 +124,14 @@ def test_quiet_stream_prints_the_summary_only(small_video: Path, fast_model: Pat
     assert loud.exit_code == quiet.exit_code == 0
     assert "source" in loud.output and "source" not in quiet.output
     assert "12 frames" in quiet.output
+
+
+def test_bench_times_the_whole_pipeline_on_real_frames(small_video: Path, fast_model: Path, tmp_path: Path):
+    out = tmp_path / "pipeline.json"
+    result = CliRunner().invoke(main, ["bench", str(fast_model), "--frames", str(small_video), "--refiner", "none",
+                                       "--warmup", "2", "--runs", "5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["pipelines"][0]
+    assert report["frames"] == 5 and fast_model.name in report["pipeline"]
+    assert {"preprocess", "segment", "refine", "postprocess"} == set(report["stages"])
+    assert report["frame_p50_ms"] >= report["stages"]["segment"]["p50_ms"]

@@ -7,11 +7,41 @@ from itertools import product
 from pathlib import Path
 
 import click
+import numpy as np
 
 from segrefine_edge.backend import DELEGATES, RUNTIMES, open_backend
 from segrefine_edge.bench import LatencyResult, measure
 from segrefine_edge.cli.options import resolve_model_path
+from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
 from segrefine_edge.sinks import check_output_file
+from segrefine_edge.sources import open_source
+from segrefine_edge.timing import StageTimer
+
+
+def _bench_pipelines(paths: list[str], refiner: str, frames: str, runtimes, delegates, thread_counts, warmup: int,
+                     runs: int, json_path: str | None) -> None:
+    """Each model's pipeline over the first ``warmup + runs`` frames (video mode), stages timed."""
+    reports = []
+    for path, runtime, delegate, threads in product(paths, runtimes or ("auto",), delegates or ("auto",),
+                                                    thread_counts or (2,)):
+        options = PipelineOptions(model=path, refiner=refiner, runtime=runtime, delegate=delegate, threads=threads)
+        with Pipeline(options) as pipeline, open_source(frames) as source:
+            timer = StageTimer()
+            for index, frame in enumerate(iter(source.read, None)):
+                if index == warmup + runs:
+                    break
+                result = pipeline.segment(frame.image)
+                if index >= warmup:
+                    timer.add_all(result.timings_ms)
+                    timer.add("frame", sum(result.timings_ms.values()))
+            stages = timer.summary()["stages"]
+            reports.append({"pipeline": pipeline.describe(), "frames": len(timer.samples("frame")),
+                            "frame_p50_ms": float(np.median(timer.samples("frame"))), "stages": stages})
+        click.echo(f"{reports[-1]['pipeline']}: {reports[-1]['frames']} frames, "
+                   f"{reports[-1]['frame_p50_ms']:.2f} ms per frame (p50)")
+        click.echo("\n".join(f"  {name:<12}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}" for name, s in stages.items()))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"pipelines": reports}, indent=1))
 
 
 def _table(results: list[LatencyResult]) -> str:
@@ -32,16 +62,24 @@ def _table(results: list[LatencyResult]) -> str:
               help="Thread count(s) to measure (repeatable; default 2).")
 @click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--frames", default=None, help="Time the whole pipeline (every stage) on these frames (video, folder "
+              "or glob) instead of the model's invoke on random input.")
+@click.option("--refiner", default=DEFAULT_REFINER, show_default=True,
+              help="With --frames: the refiner behind each model ('none' for none).")
 @click.option("--json", "json_path", default=None, help="Write the results (and the ratio) as JSON.")
-def bench(models, versus, runtimes, delegates, thread_counts, warmup, runs, json_path) -> None:
+def bench(models, versus, runtimes, delegates, thread_counts, warmup, runs, frames, refiner, json_path) -> None:
     """Time MODELS' invoke after warm-up (default: the shipped model): median and p95 in ms.
 
     With --vs OTHER, each setting times MODEL and OTHER alternately in one run and prints
-    OTHER's median over MODEL's (above 1: MODEL is faster).
+    OTHER's median over MODEL's (above 1: MODEL is faster). With --frames, each setting runs
+    the pipeline that `stream` runs over real frames and prints p50/p95 per stage.
     """
     paths = list(models) or [resolve_model_path(None)]
     if json_path:
         check_output_file(json_path, "the bench results")
+    if frames:
+        _bench_pipelines(paths, refiner, frames, runtimes, delegates, thread_counts, warmup, runs, json_path)
+        return
     if versus and len(paths) != 1:
         raise click.UsageError("--vs compares exactly one MODEL with one other")
     results: list[LatencyResult] = []
