@@ -135,3 +135,20 @@ def test_bench_times_the_whole_pipeline_on_real_frames(small_video: Path, fast_m
     assert report["frames"] == 5 and fast_model.name in report["pipeline"]
     assert {"preprocess", "segment", "refine", "postprocess"} == set(report["stages"])
     assert report["frame_p50_ms"] >= report["stages"]["segment"]["p50_ms"]
+
+
+def test_counter_reports_on_a_terminal_and_is_absent_otherwise():
+    import io
+
+    from segrefine_edge.cli.progress import counter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    report = counter(True, screen)
+    for done in (1, 2):
+        report("calibrating", done, 2)
+    assert screen.getvalue() == "\rcalibrating 1/2\rcalibrating 2/2\n"
+    assert counter(True, io.StringIO()) is None and counter(False, Terminal()) is None

@@ -66,6 +66,17 @@ def test_float16_and_dynamic_targets_shrink_the_weights_and_keep_the_answers(tin
     assert labels.shape == (72, 100) and labels.max() < 11
 
 
+def test_conversion_reports_calibration_and_validation_progress(tiny_run: Path, tmp_path: Path):
+    from segrefine_edge.conversion.export import ExportOptions, export
+
+    seen = []
+    options = ExportOptions("int8", tmp_path / "m.tflite", calib_count=3, val_count=2,
+                            progress=lambda what, done, total: seen.append((what, done, total)))
+    export(tiny_run, options)
+    assert ("calibrating", 3, 3) in seen and seen[-1] == ("validating", 2, 2)
+    assert [d for w, d, _ in seen if w == "validating"] == [1, 2]
+
+
 def test_edgetpu_target_is_full_int8_and_every_op_is_mappable(tiny_run: Path, tmp_path: Path):
     out = tmp_path / "tiny_edgetpu-ready.tflite"
     result = _convert(str(tiny_run), "--to", "edgetpu", "--out", str(out), "--calib-count", "4", "--val-count", "0")

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from segrefine_edge.cli.lazy_tf import require_tensorflow
+from segrefine_edge.cli.progress import counter
 from segrefine_edge.conversion import TARGETS
 from segrefine_edge.errors import ModelError, SegrefineError
 
@@ -65,8 +66,9 @@ def _hw(value: str | None) -> tuple[int, int] | None:
               help="int8: keep the N layers with the largest quantisation error in float.")
 @click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True,
               help="Fail when mIoU falls by more than this against the float model.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines while calibrating and validating.")
 def model_command(model_path, target, out, input_size, full_resolution, fuse_argmax, calib_data, calib_split,
-                  calib_count, val_data, val_split, val_count, fuse_refiner, float_layers, max_drop) -> None:
+                  calib_count, val_data, val_split, val_count, fuse_refiner, float_layers, max_drop, quiet) -> None:
     """Convert MODEL (a training run folder, .keras file or SavedModel) to TFLite for --to."""
     require_tensorflow("convert")
     from segrefine_edge.conversion.export import ExportOptions, export
@@ -78,7 +80,8 @@ def model_command(model_path, target, out, input_size, full_resolution, fuse_arg
     suffix = "edgetpu-ready" if target == "edgetpu" else target
     out_path = Path(out) if out else (source if source.is_dir() else source.parent) / f"{source.stem}_{suffix}.tflite"
     options = ExportOptions(target, out_path, _hw(input_size), full_resolution, fuse_argmax, calib_data, calib_split,
-                            calib_count, val_data, val_split, val_count, float_layers, fuse_refiner)
+                            calib_count, val_data, val_split, val_count, float_layers, fuse_refiner,
+                            progress=counter(not quiet))
     path, meta, validation = export(source, options)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {target}, input "
                f"{meta['input_hw'][1]}x{meta['input_hw'][0]}, output {meta['output_kind']})")

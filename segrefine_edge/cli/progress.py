@@ -58,3 +58,16 @@ class StatusLine:
         self._thread.join()
         self.stream.write("\r" + " " * self._width + "\r")   # the summary replaces the line
         self.stream.flush()
+
+
+def counter(enabled: bool, stream: TextIO | None = None) -> Callable[[str, int, int], None] | None:
+    """A ``(what, done, total)`` reporter that redraws ``calibrating 50/200`` on a terminal, or
+    None (report nothing) off a terminal or with ``--quiet``."""
+    out = stream or sys.stderr
+    if not (enabled and out.isatty()):
+        return None
+
+    def report(what: str, done: int, total: int) -> None:
+        out.write(f"\r{what} {done}/{total}" + ("\n" if done == total else ""))
+        out.flush()
+    return report

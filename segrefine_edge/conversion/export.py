@@ -9,7 +9,13 @@ import keras
 
 from segrefine_edge.contract import embed_metadata
 from segrefine_edge.conversion.edge_graph import ArgMaxLabels, edge_friendly
-from segrefine_edge.conversion.quantize import calibration_images, input_names, refiner_calibration, to_tflite
+from segrefine_edge.conversion.quantize import (
+    Progress,
+    calibration_images,
+    input_names,
+    refiner_calibration,
+    to_tflite,
+)
 from segrefine_edge.conversion.source import ExportSource, fuse_refiner, load_source
 from segrefine_edge.conversion.validate import Validation, validate
 from segrefine_edge.datasets import dataset_classes
@@ -31,6 +37,7 @@ class ExportOptions:
     val_count: int = 30
     float_layers: int = 0
     fuse_refiner: str | None = None
+    progress: Progress | None = None     # told (what, done, total) while calibrating and validating
 
 
 def _with_argmax(model: keras.Model) -> keras.Model:
@@ -72,7 +79,7 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
                                            options.calib_count, hw, temporal=len(model.inputs) == 3)
                        if source.role == "refiner"
                        else calibration_images(calib_data, options.calib_split, options.calib_count, hw))
-    tflite = to_tflite(model, options.target, calibration, labels_output=options.fuse_argmax,
+    tflite = to_tflite(model, options.target, calibration, progress=options.progress, labels_output=options.fuse_argmax,
                        float_layers=options.float_layers, signed_inputs=source.role == "refiner")
     meta = metadata(source, options, model, input_names(tflite) if source.role == "refiner" else None)
     options.out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +90,8 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
     result = None
     if val_data and options.val_count > 0 and Path(val_data).is_dir():
         classes = dataset_classes(val_data, source.labels)
-        result = validate(source.model, options.out, val_data, options.val_split, options.val_count, classes)
+        result = validate(source.model, options.out, val_data, options.val_split, options.val_count, classes,
+                          progress=options.progress)
         meta["info"]["validation"] = result.to_json()
         write_atomic(options.out, embed_metadata(tflite, meta))
     return options.out, meta, result

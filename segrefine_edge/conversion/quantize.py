@@ -77,11 +77,16 @@ def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None,
     return samples
 
 
-def _representative(samples: list, names: list[str]) -> Callable[[], Iterator]:
+Progress = Callable[[str, int, int], None]   # (what, done, total): calibration and validation report through it
+
+
+def _representative(samples: list, names: list[str], progress: Progress | None = None) -> Callable[[], Iterator]:
     """Each sample is one image, or a list of arrays in ``names`` order; several inputs go by
     name, since the converted model orders its input tensors its own way."""
     def generate() -> Iterator:
-        for sample in samples:
+        for done, sample in enumerate(samples, 1):
+            if progress is not None:
+                progress("calibrating", done, len(samples))
             if isinstance(sample, list | tuple):
                 yield {name: a[None] for name, a in zip(names, sample, strict=True)}
             else:
@@ -89,7 +94,8 @@ def _representative(samples: list, names: list[str]) -> Callable[[], Iterator]:
     return generate
 
 
-def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | None = None,
+def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | None = None, *,
+              progress: Progress | None = None,
               labels_output: bool = False, float_layers: int = 0, signed_inputs: bool = False) -> bytes:
     """Convert ``model`` for ``target``; ModelError names the op or layer that cannot be converted.
 
@@ -123,7 +129,7 @@ def to_tflite(model: keras.Model, target: str, calibration: list[np.ndarray] | N
                 if not calibration:
                     raise DatasetError(f"--to {target} needs calibration images: pass --calib-data")
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                converter.representative_dataset = _representative(samples or calibration, names)
+                converter.representative_dataset = _representative(samples or calibration, names, progress)
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
                 if io_types:
                     converter.inference_input_type = tf.int8 if signed_inputs and target == "int8" else tf.uint8

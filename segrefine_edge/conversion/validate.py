@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from segrefine_edge.bench import measure
+from segrefine_edge.conversion.quantize import Progress
 from segrefine_edge.datasets import DatasetClasses, find_pairs, read_pair
 from segrefine_edge.metrics import SplitScorer
 from segrefine_edge.postprocess import labels_at
@@ -45,13 +46,15 @@ class Validation:
 
 
 def validate(model: keras.Model, tflite_path: Path, data: str | Path, split: str, count: int,
-             classes: DatasetClasses, threads: int = 2) -> Validation:
+             classes: DatasetClasses, threads: int = 2, progress: Progress | None = None) -> Validation:
     """Both models on the first ``count`` images of ``split``; labels at the mask's size."""
     pairs = find_pairs(data, split)[:count]
     segmenter = Segmenter.open(tflite_path, threads=threads)
     scorers = [SplitScorer(len(classes.names), classes.void) for _ in ("reference", "converted")]
     agree = total = 0
-    for pair in pairs:
+    for done, pair in enumerate(pairs, 1):
+        if progress is not None:
+            progress("validating", done, len(pairs))
         image, mask = read_pair(pair, classes)
         size = (mask.shape[1], mask.shape[0])
         rgb = cv2.cvtColor(resize_image(image, segmenter.contract.input_hw),
