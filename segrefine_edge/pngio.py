@@ -13,15 +13,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segrefine_edge.errors import DatasetError
+from segrefine_edge.errors import DatasetError, SinkError
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name and rename, so an interrupted run never leaves half a file."""
+    """Write to a temporary name and rename, so an interrupted run never leaves half a file.
+
+    A failed write (a full disk) removes the temporary file and raises SinkError in one line;
+    what was written before stays as it was.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SinkError(f"cannot write {path}: {exc.strerror or exc}; the files written before it are whole") from exc
 
 
 def write_labels_png(path: Path, labels: np.ndarray, palette_rgb: np.ndarray) -> None:

@@ -58,6 +58,10 @@ class Source:
     def read(self) -> Frame | None:
         raise NotImplementedError
 
+    def inputs(self) -> list[Path]:
+        """The files this source reads (none for a camera or stream): outputs must not overwrite them."""
+        return []
+
     def counters(self) -> dict[str, int]:
         """What the source did besides delivering frames, for the run's summary: frames it
         could not decode (and skipped), and what subclasses count (dropped stale frames, loops)."""
@@ -102,6 +106,9 @@ class VideoFileSource(Source):
             failed += 1
         return None
 
+    def inputs(self) -> list[Path]:
+        return [Path(self.path)]
+
     @property
     def length(self) -> int | None:
         """The container's frame count (an estimate for some codecs), None when it gives none."""
@@ -135,6 +142,9 @@ class ImageFilesSource(Source):
         if first is None:
             raise SourceError(f"none of the {len(files)} image files could be decoded")
         self.size = (first.shape[1], first.shape[0])
+
+    def inputs(self) -> list[Path]:
+        return list(self.files)
 
     @property
     def length(self) -> int | None:
@@ -274,6 +284,9 @@ class LoopingSource(Source):
         frame.timestamp = self.index / self.fps
         self.index += 1
         return frame
+
+    def inputs(self) -> list[Path]:
+        return self.inner.inputs()
 
     def counters(self) -> dict[str, int]:
         """Adds how many times the input was replayed from its start."""

@@ -188,3 +188,12 @@ def test_eval_progress_streams_frames_instead_of_holding_the_video():
     items = iter(_progress("sequence", 1000)(frames()))
     assert next(items) == 0 and next(items) == 1
     assert len(consumed) <= 2
+
+
+@pytest.mark.parametrize("option, target", [("--save-masks", "images"), ("--save-masks", "masks"),
+                                            ("--json", "masks/0016E5_07959.png")])
+def test_eval_refuses_outputs_that_would_overwrite_the_dataset(tiny_dataset: Path, option: str, target: str):
+    before = {p: p.read_bytes() for p in tiny_dataset.rglob("*") if p.is_file()}
+    result = _eval("--data", str(tiny_dataset), option, str(tiny_dataset / target))
+    assert result.exit_code == 2 and "would overwrite the input" in result.output
+    assert {p: p.read_bytes() for p in tiny_dataset.rglob("*") if p.is_file()} == before

@@ -16,7 +16,7 @@ from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.refiner import IdentityRefiner, open_refiner
 from segrefine_edge.report import format_table, write_report
 from segrefine_edge.segmenter import Segmenter
-from segrefine_edge.sinks import check_output_file, check_writable_dir
+from segrefine_edge.sinks import check_not_an_input, check_output_file, check_writable_dir
 from segrefine_edge.sources import open_source
 
 
@@ -68,6 +68,10 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delega
     pairs = find_pairs(data, split) if data else []
     segmenters = [Segmenter.open(p, runtime, delegate, threads) for p in paths]
     classes = dataset_classes(data, segmenters[0].contract.labels)
+    inputs = [path for pair in pairs for path in (pair.image, pair.mask)]
+    for output, purpose in ((save_masks, "--save-masks"), (json_path, "--json"), (report_dir, "--report")):
+        if output:
+            check_not_an_input(output, inputs, purpose)
     if save_masks:
         check_writable_dir(Path(save_masks), "masks")
     if json_path:

@@ -29,14 +29,24 @@ def _source_uri(input_uri: str | None, camera: int | None, video: str | None) ->
     return given[0]
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM end the run cleanly (outputs closed) instead of killing it."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) end the run cleanly, outputs closed; the
+    signals received are collected, so the command can exit 128 + signal once all is written."""
+    received: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in previous:
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handle)
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -76,8 +86,9 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
            classes, ignore_class, loop, max_frames, duration, stats_json, quiet) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
 
-    Ends with a summary of frames, FPS and p50/p95 per stage. Ctrl-C stops cleanly: the video
-    stays playable and every mask written so far is complete.
+    Ends with a summary of frames, FPS and p50/p95 per stage. Ctrl-C, SIGTERM or SIGHUP stop
+    cleanly: the video stays playable, every mask written so far is complete, the stats are
+    written; the exit code is then 128 + the signal (130, 143, 129).
     """
     uri = _source_uri(input_uri, camera, video)
     options = PipelineOptions(model=model, refiner="none" if no_refiner else (refiner or DEFAULT_REFINER),
@@ -102,7 +113,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
                     "backend": pipeline.segmenter.backend.describe(), "refiner": pipeline.refiner.name}
 
         context = SinkContext(source.fps, source.size, renderer.output_size(source.size), contract.palette_array(),
-                              contract.labels, summary)
+                              contract.labels, summary, tuple(source.inputs()))
         wanted = [(out_video, "video"), (masks_dir, "masks"), (stats_json, "stats"),
                   ("display" if (display_available() if display is None else display) else None, "display")]
         outputs = Outputs(renderer=renderer, hud=hud)
@@ -116,7 +127,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
                        f"{source.fps:.1f} fps{', live' if source.live else ''})", err=True)
         total = None if loop else min(filter(None, (source.length, max_frames)), default=None)
         stop = threading.Event()
-        with _stop_on_signals(stop), StatusLine(timer, total, enabled=not quiet):
+        with _stop_on_signals(stop) as received, StatusLine(timer, total, enabled=not quiet):
             run_stream(source, pipeline, outputs, RunLimits(max_frames, duration), stop, timer)
         final = summary()
     click.echo(format_summary(final))
@@ -127,3 +138,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
         if final.get(key):
             click.echo(note.format(final[key]), err=True)
     sys.stdout.flush()
+    if received:
+        name = signal.Signals(received[0]).name
+        click.echo(f"interrupted by {name} after {final['frames']} frames; everything processed was written", err=True)
+        click.get_current_context().exit(128 + received[0])

@@ -14,9 +14,17 @@ from functools import cache
 from types import ModuleType
 
 from segrefine_edge.errors import SinkError
-from segrefine_edge.sinks.base import Sink, SinkContext, SinkItem, check_output_file, check_writable_dir
+from segrefine_edge.sinks.base import (
+    Sink,
+    SinkContext,
+    SinkItem,
+    check_not_an_input,
+    check_output_file,
+    check_writable_dir,
+)
 
-__all__ = ["Sink", "SinkContext", "SinkItem", "check_output_file", "check_writable_dir", "formats", "open_sink"]
+__all__ = ["Sink", "SinkContext", "SinkItem", "check_not_an_input", "check_output_file", "check_writable_dir", "formats",
+           "open_sink"]
 
 
 @cache
@@ -33,6 +41,8 @@ def formats() -> dict[str, ModuleType]:
 def open_sink(spec: str, context: SinkContext, kind: str | None = None) -> Sink:
     """The output ``spec`` names (``kind`` forces a format, e.g. 'masks' for a folder name with a dot)."""
     known = formats()
+    if spec != "display":
+        check_not_an_input(spec, context.inputs, "output")
     if kind is not None:
         if kind not in known:
             raise SinkError(f"unknown output kind '{kind}'; known: {', '.join(known)}")

@@ -4,7 +4,7 @@ and the protocol it implements."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -32,7 +32,8 @@ class SinkContext:
     """What a sink may need to know before the first frame.
 
     ``frame_size`` and ``view_size`` are (width, height); ``palette`` is RGB, one row per
-    class; ``summary`` returns the run's summary so far (frames, FPS, stages).
+    class; ``summary`` returns the run's summary so far (frames, FPS, stages); ``inputs`` are
+    the files the run reads.
     """
 
     fps: float
@@ -41,6 +42,7 @@ class SinkContext:
     palette: np.ndarray
     labels: list[str]
     summary: Callable[[], dict]
+    inputs: tuple[Path, ...] = ()     # the files being read: no output may be, or hold, one of them
 
 
 class Sink(Protocol):
@@ -90,3 +92,13 @@ def check_output_file(path: str | Path, purpose: str) -> Path:
         raise SinkError(f"{path} is a folder; name a file for {purpose}")
     check_writable_dir(path.parent if str(path.parent) else Path("."), purpose)
     return path
+
+
+def check_not_an_input(output: str | Path, inputs: Iterable[Path], purpose: str) -> None:
+    """Refuse an output that is one of the inputs, or a folder that holds one (masks named after
+    their images would land on them)."""
+    target = Path(output).resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if source == target or target in source.parents:
+            raise SinkError(f"{purpose} {output} would overwrite the input {item}; write it somewhere else")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from segrefine_edge.errors import SinkError
+from segrefine_edge.pngio import write_atomic
 from segrefine_edge.sinks.base import ClosingSink, SinkContext, SinkItem, check_output_file
 
 KIND = "stats"
@@ -34,9 +33,4 @@ class StatsSink(ClosingSink):
         """Nothing per frame: the summary is read at the end."""
 
     def close(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.summary(), indent=1))
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise SinkError(f"cannot write the stats to {self.path}: {exc.strerror or exc}") from exc
+        write_atomic(self.path, json.dumps(self.summary(), indent=1).encode())

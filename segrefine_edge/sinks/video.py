@@ -1,20 +1,37 @@
-"""The rendered view as a video file at the source's frame rate."""
+"""The rendered view as a video file at the source's frame rate, written with PyAV (FFmpeg).
+
+Why PyAV and not OpenCV's VideoWriter: OpenCV reports a failed write only as a log line and
+carries on (a full disk gave exit 0 and an unplayable file), and its MP4 keeps the index at the
+end, so a killed process leaves nothing playable. PyAV raises on every failed write, and writes
+MP4 as fragments (``frag_keyframe+empty_moov``, a keyframe every second, each packet flushed):
+after SIGKILL, a power cut or a full disk, every fragment finished so far plays.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
+import av
+import numpy as np
 
 from segrefine_edge.errors import SinkError
-from segrefine_edge.sinks.base import ClosingSink, SinkContext, SinkItem, check_writable_dir
+from segrefine_edge.sinks.base import ClosingSink, SinkContext, SinkItem, check_output_file
 
 KIND = "video"
-_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+# container format, codec, codec options, container options; by the name's suffix
+_FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+_H264 = ("libx264", {"preset": "veryfast", "crf": "23"})
+_FORMATS = {
+    ".mp4": ("mp4", *_H264, _FRAGMENTED_MP4),
+    ".m4v": ("mp4", *_H264, _FRAGMENTED_MP4),
+    ".mov": ("mov", *_H264, _FRAGMENTED_MP4),
+    ".mkv": ("matroska", *_H264, {"flush_packets": "1"}),
+    ".avi": ("avi", "mjpeg", {"q:v": "3"}, {"flush_packets": "1"}),
+}
 
 
 def accepts(spec: str) -> bool:
-    return Path(spec).suffix.lower() in _FOURCC
+    return Path(spec).suffix.lower() in _FORMATS
 
 
 def open_sink(spec: str, context: SinkContext) -> VideoFileSink:
@@ -22,28 +39,74 @@ def open_sink(spec: str, context: SinkContext) -> VideoFileSink:
 
 
 class VideoFileSink(ClosingSink):
-    """Opened before the first frame, so a bad path or codec fails before any work."""
+    """Opened before the first frame, so a bad path or size fails before any work; a failed
+    write raises SinkError naming how many frames the file holds."""
 
     needs_view = True
 
     def __init__(self, path: str | Path, fps: float, size_wh: tuple[int, int]) -> None:
         self.path = Path(path)
-        fourcc = _FOURCC.get(self.path.suffix.lower())
-        if fourcc is None:
-            raise SinkError(f"cannot write video '{self.path.name}': use a .mp4, .avi, .mkv or .mov name")
-        check_writable_dir(self.path.parent if str(self.path.parent) else Path("."), "the video")
-        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), fps, size_wh)
-        if not self.writer.isOpened():
-            raise SinkError(f"OpenCV could not open {self.path} for writing with codec {fourcc}")
-        self.size_wh = size_wh
+        if self.path.suffix.lower() not in _FORMATS:
+            raise SinkError(f"cannot write video '{self.path.name}': use a .mp4, .mov, .m4v, .mkv or .avi name")
+        width, height = size_wh
+        if width < 2 or height < 2:
+            raise SinkError(f"a {width}x{height} view is too small for a video; the input must be at least 2x2 pixels")
+        check_output_file(self.path, "the video")
+        form, codec, codec_options, container_options = _FORMATS[self.path.suffix.lower()]
+        # H.264 with 4:2:0 chroma needs even sides: an odd last row or column is dropped
+        self.size_wh = (width - width % 2, height - height % 2)
+        try:
+            self.container = av.open(str(self.path), "w", format=form, options=container_options)
+            self.stream = self.container.add_stream(codec, rate=_rate(fps))
+        except (OSError, av.FFmpegError) as exc:
+            raise SinkError(f"cannot write video {self.path}: {_reason(exc)}") from exc
+        self.stream.width, self.stream.height = self.size_wh
+        self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        self.stream.options = {**codec_options, "g": str(max(1, round(fps)))}   # a keyframe, a fragment, a second
         self.frames = 0
+        self._failed = False
 
     def write(self, item: SinkItem) -> None:
         image = item.view
-        if (image.shape[1], image.shape[0]) != self.size_wh:
-            image = cv2.resize(image, self.size_wh)
-        self.writer.write(image)
+        width, height = self.size_wh
+        if (image.shape[1], image.shape[0]) != (width, height):
+            image = np.ascontiguousarray(image[:height, :width])
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        self._mux(self.stream.encode(frame))
         self.frames += 1
 
+    def _mux(self, packets: list) -> None:
+        try:
+            self.container.mux(packets)
+        except (OSError, av.FFmpegError) as exc:
+            self._failed = True
+            raise SinkError(f"cannot write video {self.path}: {_reason(exc)}; it holds the frames written "
+                            "before this one and plays") from exc
+
     def close(self) -> None:
-        self.writer.release()
+        if self._failed:
+            self._close_quietly()
+            return
+        try:
+            self._mux(self.stream.encode(None))
+        finally:
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        """Close the container; after a failed write, closing it may fail again: the error that
+        mattered was already raised."""
+        try:
+            self.container.close()
+        except (OSError, av.FFmpegError):
+            if not self._failed:
+                raise
+
+
+def _rate(fps: float):
+    from fractions import Fraction
+
+    return Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc).split(":")[0] or type(exc).__name__

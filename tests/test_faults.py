@@ -1,0 +1,121 @@
+"""`stream` under faults, against a real process: SIGKILL, SIGHUP, a full disk, outputs that
+would overwrite inputs. Each output written before the fault must stay readable."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+CLI = [sys.executable, "-m", "segrefine_edge"]
+
+
+@pytest.fixture(scope="session")
+def fast_model(peers: Path) -> Path:
+    return peers / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+
+
+def _frames_in(video: Path) -> int:
+    capture = cv2.VideoCapture(str(video))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    return frames
+
+
+def _start(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "stream", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+
+
+def _wait_for(path: Path, size: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < size):
+        time.sleep(0.1)
+    assert path.exists() and path.stat().st_size >= size, f"{path} never reached {size} bytes"
+
+
+def test_a_killed_process_leaves_a_playable_mp4(vtest: Path, fast_model: Path, tmp_path: Path):
+    """SIGKILL cannot be handled: the MP4 is written in fragments, so what was flushed plays."""
+    out = tmp_path / "out.mp4"
+    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out), "--quiet")
+    _wait_for(out, 200_000)
+    process.kill()
+    process.communicate(timeout=30)
+    assert 0 < _frames_in(out) < 795
+
+
+def test_sighup_stops_like_sigterm_and_the_exit_code_says_so(vtest: Path, fast_model: Path, tmp_path: Path):
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out), "--stats-json", str(stats))
+    _wait_for(out, 100_000)
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 129, stderr
+    assert "interrupted by SIGHUP" in stderr and "Traceback" not in stderr
+    written = json.loads(stats.read_text())["frames"]
+    assert _frames_in(out) == written > 0
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # a failed write then returns EFBIG, as a full disk does ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_video_playable(vtest: Path, fast_model: Path,
+                                                                               tmp_path: Path):
+    out = tmp_path / "out.mp4"
+    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out),
+                     preexec_fn=_file_size_limit(400_000))
+    _, stderr = process.communicate(timeout=120)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert process.returncode == 2, stderr[-2000:]
+    assert len(errors) == 1 and "cannot write video" in errors[0] and "Traceback" not in stderr
+    assert 0 < _frames_in(out) < 795
+
+
+def test_a_full_disk_under_masks_leaves_no_temporary_file_and_one_line(vtest: Path, fast_model: Path,
+                                                                        tmp_path: Path):
+    masks = tmp_path / "masks"
+    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--masks", str(masks),
+                     preexec_fn=_file_size_limit(4_000))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr[-2000:]
+    assert "cannot write" in stderr and "Traceback" not in stderr
+    assert not list(masks.glob(".*.tmp")) and not list(masks.glob("*.tmp"))
+    for mask in masks.glob("*.png"):
+        assert cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) is not None     # every mask left is whole
+
+
+@pytest.mark.parametrize("target", ["video", "masks", "stats"])
+def test_an_output_that_would_overwrite_an_input_is_refused(tmp_path: Path, fast_model: Path, target: str):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(frames / f"f{index}.png"), np.full((48, 64, 3), 60 * (index + 1), np.uint8))
+    video = tmp_path / "in.mp4"
+    if target == "video":
+        source, args = video, ["--out", str(video)]
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+        for index in range(5):
+            writer.write(cv2.imread(str(frames / f"f{index % 3}.png")))
+        writer.release()
+    elif target == "masks":
+        source, args = frames, ["--masks", str(frames)]
+    else:
+        source, args = frames / "f0.png", ["--stats-json", str(frames / "f0.png")]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = subprocess.run([*CLI, "stream", str(source), "-m", str(fast_model), "--no-display", *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "input" in result.stderr and "Traceback" not in result.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
