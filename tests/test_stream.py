@@ -87,16 +87,24 @@ def test_corrupt_frame_is_skipped_and_counted(tmp_path: Path, fast_model: Path):
     (["{vtest}", "-m", "{notes}"], "not a TFLite model"),
     (["{vtest}", "--out", "/proc/nope/out.mp4"], "cannot"),
     (["{vtest}", "--camera", "0"], "exactly one input"),
+    (["{vtest}", "--palette", "{pairs}"], "entry 0 is [1, 2]"),
+    (["{vtest}", "--palette", "{bright}"], "whole numbers 0-255"),
+    (["{vtest}", "--alpha", "nan"], "not a finite number"),
+    (["{vtest}", "--temporal-blend", "inf"], "is not in the range"),
+    (["{vtest}", "--duration", "nan"], "not a finite number"),
 ])
 def test_bad_input_one_line(args, expected, vtest: Path, fast_model: Path, tmp_path: Path):
     notes = tmp_path / "notes.tflite"
     notes.write_text("not a model")
-    argv = [a.format(vtest=vtest, notes=notes) for a in args]
+    (tmp_path / "pairs.json").write_text("[[1, 2], [3, 4]]")
+    (tmp_path / "bright.json").write_text("[[0, 0, 0], [300, 0, 0]]")
+    argv = [a.format(vtest=vtest, notes=notes, pairs=tmp_path / "pairs.json", bright=tmp_path / "bright.json")
+            for a in args]
     if "-m" not in argv:
         argv += ["-m", str(fast_model)]
     result = _stream(*argv, "--no-display", "--max-frames", "2")
     assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    lines = [line for line in result.stderr.splitlines() if line.lower().startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
 

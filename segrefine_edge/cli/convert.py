@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from segrefine_edge.cli.lazy_tf import require_tensorflow
+from segrefine_edge.cli.options import FiniteRange
 from segrefine_edge.cli.progress import counter
 from segrefine_edge.conversion import TARGETS
 from segrefine_edge.errors import ModelError, SegrefineError
@@ -64,7 +65,7 @@ def _hw(value: str | None) -> tuple[int, int] | None:
 @click.option("--fuse-refiner", default=None, help="A refiner run to export in one graph behind the segmenter.")
 @click.option("--float-layers", type=click.IntRange(0), default=0, show_default=True,
               help="int8: keep the N layers with the largest quantisation error in float.")
-@click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True,
+@click.option("--max-drop", type=FiniteRange(0), default=0.01, show_default=True,
               help="Fail when mIoU falls by more than this against the float model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines while calibrating and validating.")
 def model_command(model_path, target, out, input_size, full_resolution, fuse_argmax, calib_data, calib_split,

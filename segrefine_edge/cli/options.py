@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ def runtime_options(func: Callable) -> Callable:
 
 def temporal_blend_option(func: Callable) -> Callable:
     """--temporal-blend: how much of a temporal refiner's output is its flow-aligned last one."""
-    return click.option("--temporal-blend", type=click.FloatRange(0, 1, max_open=True), default=TEMPORAL_BLEND,
+    return click.option("--temporal-blend", type=FiniteRange(0, 1, max_open=True), default=TEMPORAL_BLEND,
                         show_default=True, help="Share of a temporal refiner's output taken from its previous "
                         "output moved along the optical flow (0: off; more: steadier, edges lag).")(func)
 
@@ -50,16 +51,41 @@ def contract_options(func: Callable) -> Callable:
     return func
 
 
+class FiniteRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf, which every comparison lets through."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def read_palette_file(path: str) -> list[tuple[int, int, int]]:
+    """A JSON list of [r, g, b] colours, each value 0-255; ModelError names the first bad entry."""
+    try:
+        colours = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"palette {path} cannot be read as JSON ({exc}); give a list of [r, g, b] colours") from exc
+    if not isinstance(colours, list) or not colours:
+        raise ModelError(f"palette {path} is not a list of [r, g, b] colours")
+    for index, colour in enumerate(colours):
+        if (not isinstance(colour, list) or len(colour) != 3
+                or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour)):
+            raise ModelError(f"palette {path}: entry {index} is {colour!r}; each colour must be [r, g, b] with "
+                             "whole numbers 0-255")
+    return [tuple(colour) for colour in colours]
+
+
 def contract_overrides(labels_file: str | None, palette_file: str | None, input_range: str | None,
                        color_order: str | None, output_kind: str | None) -> dict[str, Any]:
     overrides: dict[str, Any] = {"input_range": input_range, "color_order": color_order, "output_kind": output_kind}
     if labels_file:
         overrides["labels"] = read_labels_file(labels_file)
     if palette_file:
-        try:
-            overrides["palette"] = [tuple(int(c) for c in colour) for colour in json.loads(Path(palette_file).read_text())]
-        except (OSError, ValueError, TypeError) as exc:
-            raise ModelError(f"palette {palette_file} is not a JSON list of [r, g, b] colours ({exc})") from exc
+        overrides["palette"] = read_palette_file(palette_file)
     return overrides
 
 

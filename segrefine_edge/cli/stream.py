@@ -10,7 +10,13 @@ from contextlib import contextmanager
 
 import click
 
-from segrefine_edge.cli.options import contract_options, contract_overrides, runtime_options, temporal_blend_option
+from segrefine_edge.cli.options import (
+    FiniteRange,
+    contract_options,
+    contract_overrides,
+    runtime_options,
+    temporal_blend_option,
+)
 from segrefine_edge.cli.progress import StatusLine
 from segrefine_edge.errors import SourceError
 from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
@@ -71,14 +77,14 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @click.option("--out", "out_video", default=None, help="Write the rendered view to this video (.mp4/.avi).")
 @click.option("--masks", "masks_dir", default=None, help="Write a palette PNG of class indices per frame here.")
 @click.option("--view", type=click.Choice(VIEWS), default="overlay", show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
+@click.option("--alpha", type=FiniteRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--legend/--no-legend", default=True, show_default=True)
 @click.option("--hud/--no-hud", default=True, show_default=True, help="FPS and per-stage ms on the view.")
 @click.option("--classes", multiple=True, help="Only colour these classes (names or indices, comma-separated).")
 @click.option("--ignore-class", multiple=True, help="Never colour this class (repeatable).")
 @click.option("--loop", is_flag=True, help="Replay a video file or image folder from the start when it ends.")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many frames.")
-@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many seconds.")
+@click.option("--duration", type=FiniteRange(0, min_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--stats-json", default=None, help="Write frames, FPS and per-stage p50/p95 as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No start line and no progress line; the summary only.")
 def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, runtime, delegate, threads, labels_file, palette_file,

@@ -8,6 +8,7 @@ import logging
 import click
 
 from segrefine_edge.cli.lazy_tf import require_tensorflow
+from segrefine_edge.cli.options import FiniteRange
 from segrefine_edge.models import default_model_path
 
 
@@ -50,7 +51,7 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
               help="The frozen segmenter: its training run folder, a .tflite model, or 'default' (the shipped one).")
 @click.option("--data", required=True, help="Dataset root (the segmenter's).")
 @click.option("--out", "run_dir", required=True, help="Run folder for the refiner.")
-@click.option("--adversarial-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--adversarial-weight", type=FiniteRange(0), default=0.0, show_default=True,
               help="Weight of the PatchGAN loss; 0 trains the cross-entropy-only refiner.")
 @click.option("--temporal", is_flag=True,
               help="Video refiner: also takes the previous frame's refined mask (trained on moved copies).")
