@@ -231,14 +231,23 @@ class LiveSource(Source):
         self.capture.release()
 
 
+_CREDENTIALS = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+
+def redact(uri: str) -> str:
+    """``uri`` fit to print or log: a camera URL's ``user:password@`` becomes ``***@``."""
+    return _CREDENTIALS.sub(r"\1***@", uri)
+
+
 def open_source(uri: str) -> Source:
-    """Build the source that ``uri`` names (see the module docstring for the grammar)."""
+    """Build the source that ``uri`` names (see the module docstring for the grammar). Messages
+    name a network source without its credentials."""
     if re.fullmatch(r"\d+", uri):
         return LiveSource(int(uri), f"camera {uri}")
     if re.fullmatch(r"/dev/video\d+", uri):
         return LiveSource(uri, f"camera {uri}")
     if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", uri):
-        return LiveSource(uri, f"stream {uri}")
+        return LiveSource(uri, f"stream {redact(uri)}")
     path = Path(uri)
     if path.is_dir():
         return ImageFilesSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
@@ -262,7 +271,7 @@ class LoopingSource(Source):
         self.inner = open_source(uri)
         if self.inner.live:
             self.inner.close()
-            raise SourceError(f"--loop replays files and folders; {uri} is a live source")
+            raise SourceError(f"--loop replays files and folders; {redact(uri)} is a live source")
         self.fps, self.size, self.index, self.loops = self.inner.fps, self.inner.size, 0, 0
         self._skipped_before = 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -152,3 +153,11 @@ def test_counter_reports_on_a_terminal_and_is_absent_otherwise():
         report("calibrating", done, 2)
     assert screen.getvalue() == "\rcalibrating 1/2\rcalibrating 2/2\n"
     assert counter(True, io.StringIO()) is None and counter(False, Terminal()) is None
+
+
+def test_a_camera_password_never_reaches_the_terminal_and_the_url_can_come_from_the_environment():
+    """A service keeps the URL in its environment file (ps shows command lines to every user)."""
+    env = {**os.environ, "SEGREFINE_EDGE_STREAM_INPUT": "rtsp://admin:s3cretpw@127.0.0.1:1/x"}
+    result = subprocess.run([*CLI, "stream", "--no-display"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2 and "rtsp://***@127.0.0.1:1/x could not be opened" in result.stderr
+    assert "s3cretpw" not in result.stderr + result.stdout

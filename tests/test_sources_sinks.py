@@ -192,3 +192,15 @@ def test_coral_compile_script_explains_what_it_needs(tmp_path):
     env = {"PATH": "/usr/bin:/bin"}
     no_compiler = subprocess.run(["bash", str(script), str(model)], capture_output=True, text=True, env=env)
     assert no_compiler.returncode == 2 and "edgetpu_compiler is not installed" in no_compiler.stderr
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("rtsp://admin:s3cret@10.0.0.5:554/live", "rtsp://***@10.0.0.5:554/live"),
+    ("http://user@cam.local/mjpg", "http://***@cam.local/mjpg"),
+    ("rtsp://10.0.0.5/live", "rtsp://10.0.0.5/live"),
+    ("clip@2x.mp4", "clip@2x.mp4"),
+])
+def test_credentials_in_a_source_are_never_shown(uri, shown):
+    from segrefine_edge.sources import redact
+
+    assert redact(uri) == shown

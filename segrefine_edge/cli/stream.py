@@ -24,7 +24,7 @@ from segrefine_edge.render import VIEWS, Renderer, RenderOptions
 from segrefine_edge.runner import Outputs, RunLimits, run_stream
 from segrefine_edge.sinks import SinkContext, open_sink
 from segrefine_edge.sinks.display import display_available
-from segrefine_edge.sources import LoopingSource, open_source
+from segrefine_edge.sources import LoopingSource, open_source, redact
 from segrefine_edge.timing import StageTimer, format_summary
 
 
@@ -63,7 +63,7 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 
 
 @click.command()
-@click.argument("input_uri", metavar="[INPUT]", required=False)
+@click.argument("input_uri", metavar="[INPUT]", required=False, envvar="SEGREFINE_EDGE_STREAM_INPUT")
 @click.option("--camera", type=int, default=None, help="Camera index (live: the newest frame wins).")
 @click.option("--video", type=str, default=None, help="Video file (every frame, in order).")
 @click.option("--model", "-m", default=None, help="Segmenter .tflite (default: the shipped CamVid model).")
@@ -129,7 +129,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
             outputs.close()
             raise
         if not quiet:
-            click.echo(f"{pipeline.describe()}; source {uri} ({source.size[0]}x{source.size[1]}, "
+            click.echo(f"{pipeline.describe()}; source {redact(uri)} ({source.size[0]}x{source.size[1]}, "
                        f"{source.fps:.1f} fps{', live' if source.live else ''})", err=True)
         total = None if loop else min(filter(None, (source.length, max_frames)), default=None)
         stop = threading.Event()
