@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from segrefine_edge.datasets import IMAGE_SUFFIXES
 from segrefine_edge.errors import SourceError
 
 _MAX_CONSECUTIVE_BAD_FRAMES = 50
+_NAMED_SKIPS = 10          # unreadable files named in the summary (all are counted)
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Source:
         """The files this source reads (none for a camera or stream): outputs must not overwrite them."""
         return []
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, Any]:
         """What the source did besides delivering frames, for the run's summary: frames it
         could not decode (and skipped), and what subclasses count (dropped stale frames, loops)."""
         return {"skipped_frames": self.skipped}
@@ -84,6 +86,7 @@ class VideoFileSource(Source):
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.index = 0
+        self._ended = False
         first = self._next_image()
         if first is None:
             raise SourceError(f"{path} holds no decodable frame; the file may be empty or corrupt")
@@ -114,9 +117,18 @@ class VideoFileSource(Source):
         """The container's frame count (an estimate for some codecs), None when it gives none."""
         return self.frame_count or None
 
+    def counters(self) -> dict[str, Any]:
+        """Adds, for a file that ended well before the frame count its container declares (a
+        truncated or damaged file), the frames it promised; containers often over-report by a
+        frame or two, which is not counted."""
+        delivered = self.index + self.skipped
+        ended = self._ended and self.frame_count - delivered > max(2, self.frame_count // 100)
+        return {**super().counters(), **({"declared_frames": self.frame_count} if ended else {})}
+
     def read(self) -> Frame | None:
         image = self._pending if self._pending is not None else self._next_image()
         self._pending = None
+        self._ended = image is None
         if image is None:
             return None
         frame = Frame(image, self.index, self.index / self.fps)
@@ -134,6 +146,7 @@ class ImageFilesSource(Source):
         if not files:
             raise SourceError("no image files found; give a folder or glob that holds .png/.jpg images")
         self.files, self.fps, self.index, self.position = files, fps, 0, 0
+        self.skipped_files: list[str] = []
         first = None
         for path in files:
             first = cv2.imread(str(path))
@@ -145,6 +158,10 @@ class ImageFilesSource(Source):
 
     def inputs(self) -> list[Path]:
         return list(self.files)
+
+    def counters(self) -> dict[str, Any]:
+        """Adds the unreadable files skipped, by name (the first few)."""
+        return {**super().counters(), **({"skipped_files": list(self.skipped_files)} if self.skipped_files else {})}
 
     @property
     def length(self) -> int | None:
@@ -158,6 +175,8 @@ class ImageFilesSource(Source):
             image = cv2.imread(str(path))
             if image is None:
                 self.skipped += 1
+                if len(self.skipped_files) < _NAMED_SKIPS:
+                    self.skipped_files.append(str(path))
                 continue
             frame = Frame(image, self.index, self.index / self.fps, path.stem)
             self.index += 1
@@ -218,7 +237,7 @@ class LiveSource(Source):
             self._last_returned = frame.index
             return frame
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, Any]:
         """Adds the stale frames dropped because a newer one had arrived (the newest frame wins)."""
         return {**super().counters(), "dropped_frames": self.dropped}
 
@@ -297,7 +316,7 @@ class LoopingSource(Source):
     def inputs(self) -> list[Path]:
         return self.inner.inputs()
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, Any]:
         """Adds how many times the input was replayed from its start."""
         return {**super().counters(), "loops": self.loops}
 

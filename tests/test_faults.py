@@ -119,3 +119,27 @@ def test_an_output_that_would_overwrite_an_input_is_refused(tmp_path: Path, fast
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "input" in result.stderr and "Traceback" not in result.stderr
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_truncated_video_says_where_it_ended(vtest: Path, fast_model: Path, tmp_path: Path):
+    truncated = tmp_path / "cut.avi"
+    data = vtest.read_bytes()
+    truncated.write_bytes(data[: len(data) * 3 // 10])
+    stats = tmp_path / "stats.json"
+    result = subprocess.run([*CLI, "stream", str(truncated), "-m", str(fast_model), "--no-display", "--quiet",
+                             "--stats-json", str(stats)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(stats.read_text())
+    assert summary["declared_frames"] == 795 and 0 < summary["frames"] < 795
+    assert f"ended after {summary['frames']} of the 795 frames" in result.stderr
+
+
+def test_skipped_images_are_named(tmp_path: Path, fast_model: Path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(2):
+        cv2.imwrite(str(frames / f"f{index}.png"), np.full((48, 64, 3), 90, np.uint8))
+    (frames / "f1b.png").write_bytes(b"broken")
+    result = subprocess.run([*CLI, "stream", str(frames), "-m", str(fast_model), "--no-display", "--quiet"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and f"unreadable, skipped: {frames / 'f1b.png'}" in result.stderr

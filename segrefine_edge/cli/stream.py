@@ -137,6 +137,11 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
             run_stream(source, pipeline, outputs, RunLimits(max_frames, duration), stop, timer)
         final = summary()
     click.echo(format_summary(final))
+    if final.get("declared_frames"):
+        click.echo(f"the input ended after {final['frames'] + final['skipped_frames']} of the "
+                   f"{final['declared_frames']} frames its container declares: the file may be truncated", err=True)
+    if final.get("skipped_files"):
+        click.echo(f"unreadable, skipped: {', '.join(final['skipped_files'])}", err=True)
     notes = {"skipped_frames": "skipped {} undecodable frame(s)",
              "dropped_frames": "dropped {} stale frame(s): a live source hands over only its newest frame",
              "loops": "replayed the input {} time(s)"}
