@@ -82,6 +82,17 @@ def find_pairs(root: str | Path, split: str = "val") -> list[Pair]:
     return pairs
 
 
+def unsplit_layout_note(root: str | Path, split: str) -> str | None:
+    """A note when ``root`` is a plain images/ + masks/ layout, which has no splits, so ``split``
+    names nothing and every pair is used (said, never silent)."""
+    root = Path(root)
+    named = (root / split).is_dir() or (root / "JPEGImages").is_dir()
+    if not named and (root / "images").is_dir() and (root / "masks").is_dir():
+        return (f"{root} holds one images/ + masks/ set and no splits: split '{split}' names nothing, so every "
+                f"pair in it is used (for splits, use {root}/<split>/images and {root}/<split>/masks)")
+    return None
+
+
 def _voc_pairs(root: Path, split: str) -> list[Pair]:
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():

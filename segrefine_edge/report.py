@@ -6,6 +6,7 @@ device needs nothing beyond the runtime.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from segrefine_edge.errors import MissingExtraError
@@ -55,16 +56,21 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(out)
 
 
+def check_report_extra() -> None:
+    """Refuse ``--report`` before any scoring when matplotlib (the 'report' extra) is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MissingExtraError("--report needs matplotlib: pip install 'segrefine-edge[report]'")
+
+
 def write_report(folder: Path, results: list[dict], context: str) -> Path:
     """README.md with the table and three plots: per-class IoU, Boundary F against the
     tolerance, latency. Returns the Markdown file's path."""
-    try:
-        import matplotlib
+    check_report_extra()
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingExtraError("--report needs matplotlib: pip install 'segrefine-edge[report]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     folder.mkdir(parents=True, exist_ok=True)
     names = list(results[0]["per_class"])
     width = 0.8 / len(results)

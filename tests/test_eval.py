@@ -197,3 +197,19 @@ def test_eval_refuses_outputs_that_would_overwrite_the_dataset(tiny_dataset: Pat
     result = _eval("--data", str(tiny_dataset), option, str(tiny_dataset / target))
     assert result.exit_code == 2 and "would overwrite the input" in result.output
     assert {p: p.read_bytes() for p in tiny_dataset.rglob("*") if p.is_file()} == before
+
+
+def test_a_split_the_layout_does_not_have_is_said_not_silently_ignored(tiny_dataset: Path):
+    result = _eval("--data", str(tiny_dataset), "--split", "nosuch")
+    assert result.exit_code == 0, result.output
+    assert "split 'nosuch' names nothing" in result.output
+
+
+def test_report_without_matplotlib_is_refused_before_scoring(tiny_dataset: Path, tmp_path: Path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    result = _eval("--data", str(tiny_dataset), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 2 and "pip install 'segrefine-edge[report]'" in result.output
+    assert "mIoU" not in result.output and "scoring" not in result.output

@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 
 from segrefine_edge.cli.options import resolve_model_path, runtime_options, temporal_blend_option
-from segrefine_edge.datasets import dataset_classes, find_pairs
+from segrefine_edge.datasets import dataset_classes, find_pairs, unsplit_layout_note
 from segrefine_edge.errors import DatasetError
 from segrefine_edge.evaluate import ModelRun, label_table, results, score_sequence, score_split
 from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.refiner import IdentityRefiner, open_refiner
-from segrefine_edge.report import format_table, write_report
+from segrefine_edge.report import check_report_extra, format_table, write_report
 from segrefine_edge.segmenter import Segmenter
 from segrefine_edge.sinks import check_not_an_input, check_output_file, check_writable_dir
 from segrefine_edge.sources import open_source
@@ -64,8 +64,13 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delega
     on --sequence, latency per frame; a column per model."""
     if not data and not sequence:
         raise DatasetError("nothing to score: give --data DIR (labelled split), --sequence FRAMES, or both")
+    if report_dir:
+        check_report_extra()
     paths = list(models) or [resolve_model_path(None)]
     pairs = find_pairs(data, split) if data else []
+    note = unsplit_layout_note(data, split) if data else None
+    if note and split != "val":
+        click.echo(f"note: {note}", err=True)
     segmenters = [Segmenter.open(p, runtime, delegate, threads) for p in paths]
     classes = dataset_classes(data, segmenters[0].contract.labels)
     inputs = [path for pair in pairs for path in (pair.image, pair.mask)]
