@@ -65,8 +65,10 @@ def is_edgetpu_model(data: bytes) -> bool:
 
 def read_model_bytes(path: str | Path) -> bytes:
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not a model; pass the .tflite file inside it")
     if not path.is_file():
-        raise ModelError(f"model {path} does not exist; pass --model PATH to a .tflite file")
+        raise ModelError(f"model {path} does not exist; check the path")
     data = path.read_bytes()
     if data[4:8] != TFLITE_IDENTIFIER:
         raise ModelError(f"{path} is not a TFLite model (no TFL3 identifier); pass a .tflite file")

@@ -205,4 +205,7 @@ def open_refiner(spec: str | None, runtime: str = "auto", delegate: str = "auto"
         return IdentityRefiner()
     if spec == GuidedFilterRefiner.name:
         return GuidedFilterRefiner()
+    if not Path(spec).exists():
+        raise ModelError(f"refiner {spec} does not exist; pass --refiner a refiner .tflite, 'guided-filter', or "
+                         "--no-refiner")
     return TFLiteRefiner(spec, runtime, delegate, threads, blend)

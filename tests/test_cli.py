@@ -161,3 +161,11 @@ def test_a_camera_password_never_reaches_the_terminal_and_the_url_can_come_from_
     result = subprocess.run([*CLI, "stream", "--no-display"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2 and "rtsp://***@127.0.0.1:1/x could not be opened" in result.stderr
     assert "s3cretpw" not in result.stderr + result.stdout
+
+
+def test_a_bad_value_from_the_environment_is_named_as_the_variable(vtest: Path):
+    result = CliRunner().invoke(main, ["stream", str(vtest)], env={"SEGREFINE_EDGE_STREAM_MAX_FRAMES": "abc"})
+    assert result.exit_code == 2 and "from the environment variable SEGREFINE_EDGE_STREAM_MAX_FRAMES" in result.output
+    typed = CliRunner().invoke(main, ["stream", str(vtest), "--max-frames", "abc"],
+                               env={"SEGREFINE_EDGE_STREAM_MAX_FRAMES": "3"})
+    assert typed.exit_code == 2 and "environment" not in typed.output

@@ -92,14 +92,17 @@ def test_corrupt_frame_is_skipped_and_counted(tmp_path: Path, fast_model: Path):
     (["{vtest}", "--alpha", "nan"], "not a finite number"),
     (["{vtest}", "--temporal-blend", "inf"], "is not in the range"),
     (["{vtest}", "--duration", "nan"], "not a finite number"),
+    (["{vtest}", "--refiner", "missing.tflite"], "refiner missing.tflite does not exist; pass --refiner"),
+    (["{vtest}", "-m", "{tmp}"], "is a folder, not a model"),
+    (["{vtest}", "--out", "/proc/x.mp4"], "not a folder this user can write to"),
 ])
 def test_bad_input_one_line(args, expected, vtest: Path, fast_model: Path, tmp_path: Path):
     notes = tmp_path / "notes.tflite"
     notes.write_text("not a model")
     (tmp_path / "pairs.json").write_text("[[1, 2], [3, 4]]")
     (tmp_path / "bright.json").write_text("[[0, 0, 0], [300, 0, 0]]")
-    argv = [a.format(vtest=vtest, notes=notes, pairs=tmp_path / "pairs.json", bright=tmp_path / "bright.json")
-            for a in args]
+    argv = [a.format(vtest=vtest, notes=notes, pairs=tmp_path / "pairs.json", bright=tmp_path / "bright.json",
+                     tmp=tmp_path) for a in args]
     if "-m" not in argv:
         argv += ["-m", str(fast_model)]
     result = _stream(*argv, "--no-display", "--max-frames", "2")

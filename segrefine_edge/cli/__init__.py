@@ -8,6 +8,7 @@ SegrefineError subclasses; this module turns them into one line on stderr and an
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -39,14 +40,30 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, help_text) for name, (_, _, help_text) in COMMANDS.items()])
 
     def invoke(self, ctx: click.Context):
+        argv = [*getattr(ctx, "_protected_args", []), *ctx.args]     # the group clears them while invoking
         try:
             return super().invoke(ctx)
+        except click.BadParameter as exc:
+            _name_the_environment(exc, argv)
+            raise
         except SegrefineError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+def _name_the_environment(exc: click.BadParameter, argv: list[str]) -> None:
+    """A bad value that came from a SEGREFINE_EDGE_* variable is reported as that variable, not
+    as the option the user never typed."""
+    param, sub = exc.param, exc.ctx
+    if param is None or sub is None or sub.auto_envvar_prefix is None or not isinstance(param, click.Option):
+        return
+    variable = f"{sub.auto_envvar_prefix}_{param.name.upper()}"
+    typed = any(arg.split("=")[0] in param.opts for arg in argv)
+    if variable in os.environ and not typed:
+        exc.message = f"{exc.message} (from the environment variable {variable})"
 
 
 @click.group(cls=LazyGroup, context_settings={"auto_envvar_prefix": "SEGREFINE_EDGE",

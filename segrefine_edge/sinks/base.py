@@ -81,7 +81,8 @@ def check_writable_dir(folder: Path, purpose: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe"):
             pass
     except OSError as exc:
-        raise SinkError(f"cannot write {purpose} to {folder}: {exc.strerror or exc}; choose a writable path") from exc
+        raise SinkError(f"cannot write {purpose} in {folder}: it is not a folder this user can write to "
+                        f"({exc.strerror or exc}); choose another path") from exc
 
 
 def check_output_file(path: str | Path, purpose: str) -> Path:
