@@ -15,6 +15,7 @@ import fnmatch
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,22 +88,41 @@ CATALOGUE: dict[str, dict[str, Any]] = {
 }
 
 
+MAX_METADATA_BYTES = 1 << 20   # a model's contract is a few KB; more is a damaged or hostile file
+
+
 def read_embedded_metadata(path: str | Path) -> dict[str, Any] | None:
-    """``metadata.json`` from a zip appended to the model, or the ``MODEL.json`` sidecar."""
+    """``metadata.json`` from a zip appended to the model, or the ``MODEL.json`` sidecar.
+
+    A model file is untrusted input: the member is read at most MAX_METADATA_BYTES (a zip bomb
+    stops there), and a damaged zip or JSON is one ModelError line.
+    """
     path = Path(path)
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
+        if sidecar.stat().st_size > MAX_METADATA_BYTES:
+            raise ModelError(f"model metadata {sidecar} is over {MAX_METADATA_BYTES >> 10} KB; it is not a model contract")
         return _parse_metadata(sidecar.read_bytes(), sidecar)
-    data = path.read_bytes()
+    raw = _zip_member(Path(path).read_bytes(), METADATA_NAME, path)
+    return None if raw is None else _parse_metadata(raw, path)
+
+
+def _zip_member(data: bytes, name: str, origin: Path) -> bytes | None:
+    """``name`` from the zip appended to ``data``, read with a size limit; None when there is none."""
     if b"PK\x05\x06" not in data[-65536:]:
         return None
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            if METADATA_NAME not in archive.namelist():
+            if name not in archive.namelist():
                 return None
-            return _parse_metadata(archive.read(METADATA_NAME), path)
-    except zipfile.BadZipFile:
-        return None
+            with archive.open(name) as member:
+                raw = member.read(MAX_METADATA_BYTES + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError) as exc:
+        raise ModelError(f"the contract appended to {origin} is damaged ({type(exc).__name__}); "
+                         "re-export the model or pass its contract with --labels and friends") from exc
+    if len(raw) > MAX_METADATA_BYTES:
+        raise ModelError(f"{name} in {origin} is over {MAX_METADATA_BYTES >> 10} KB; it is not a model contract")
+    return raw
 
 
 def embed_metadata(tflite: bytes, metadata: dict[str, Any]) -> bytes:
@@ -118,8 +138,8 @@ def embed_metadata(tflite: bytes, metadata: dict[str, Any]) -> bytes:
 def _parse_metadata(raw: bytes, origin: Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw)
-    except ValueError as exc:
-        raise ModelError(f"model metadata in {origin} is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"model metadata in {origin} is not valid JSON ({str(exc)[:80]})") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"model metadata in {origin} must be a JSON object")
     return meta
@@ -127,13 +147,13 @@ def _parse_metadata(raw: bytes, origin: Path) -> dict[str, Any]:
 
 def _embedded_labels(path: Path) -> list[str] | None:
     """labels.txt in an appended zip (MediaPipe's way)."""
+    raw = _zip_member(path.read_bytes(), "labels.txt", path)
+    if raw is None:
+        return None
     try:
-        with zipfile.ZipFile(path) as archive:
-            if "labels.txt" in archive.namelist():
-                return [line.strip() for line in archive.read("labels.txt").decode().splitlines() if line.strip()]
-    except zipfile.BadZipFile:
-        pass
-    return None
+        return [line.strip() for line in raw.decode().splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"labels.txt in {path} is not text; the model file is damaged") from exc
 
 
 def _from_tensors(contract: ModelContract, image: TensorInfo, output: TensorInfo) -> None:
@@ -159,12 +179,42 @@ def _from_tensors(contract: ModelContract, image: TensorInfo, output: TensorInfo
     contract.source.append("tensors")
 
 
+def _is_colour(value: Any) -> bool:
+    return (isinstance(value, list | tuple) and len(value) == 3
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each field must hold, checked before it is set: metadata comes from a file anyone can edit
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "role": (lambda v: isinstance(v, str), "a string"),
+    "labels": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"),
+    "palette": (lambda v: isinstance(v, list) and all(_is_colour(c) for c in v), "a list of [r, g, b] in 0-255"),
+    "void": (_is_int, "a whole number"),
+    "input_hw": (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(_is_int(d) and d > 0 for d in v),
+                 "[height, width]"),
+    "color_order": (lambda v: isinstance(v, str), "RGB or BGR"),
+    "input_scale": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    "input_offset": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    "output_kind": (lambda v: isinstance(v, str), "a string"),
+    "refiner_inputs": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"),
+    "input_range": (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def apply_fields(contract: ModelContract, values: dict[str, Any], origin: str) -> None:
-    """Set contract fields from a metadata/catalogue/override dict; unknown keys are an error."""
+    """Set contract fields from a metadata/catalogue/override dict; unknown keys and values of
+    the wrong type are an error."""
     names = {f.name for f in dataclasses.fields(ModelContract)}
     for key, value in values.items():
         if value is None or key in INFO_FIELDS:
             continue
+        check, expected = _FIELD_TYPES.get(key, (lambda _v: True, ""))
+        if not check(value):
+            raise ModelError(f"model contract field '{key}' from {origin} must be {expected}; got {str(value)[:60]}")
         if key == "input_range":
             if value not in INPUT_RANGES:
                 raise ModelError(f"input range '{value}' from {origin} is not one of {', '.join(INPUT_RANGES)}")

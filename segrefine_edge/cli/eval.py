@@ -12,7 +12,7 @@ from segrefine_edge.cli.options import resolve_model_path, runtime_options, temp
 from segrefine_edge.datasets import dataset_classes, find_pairs, unsplit_layout_note
 from segrefine_edge.errors import DatasetError
 from segrefine_edge.evaluate import ModelRun, label_table, results, score_sequence, score_split
-from segrefine_edge.pipeline import Pipeline
+from segrefine_edge.pipeline import Pipeline, check_segmenter
 from segrefine_edge.refiner import IdentityRefiner, open_refiner
 from segrefine_edge.report import check_report_extra, format_table, write_report
 from segrefine_edge.segmenter import Segmenter
@@ -72,6 +72,8 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, runtime, delega
     if note and split != "val":
         click.echo(f"note: {note}", err=True)
     segmenters = [Segmenter.open(p, runtime, delegate, threads) for p in paths]
+    for segmenter in segmenters:
+        check_segmenter(segmenter)        # a classifier is no segmenter, whatever its classes
     classes = dataset_classes(data, segmenters[0].contract.labels)
     inputs = [path for pair in pairs for path in (pair.image, pair.mask)]
     for output, purpose in ((save_masks, "--save-masks"), (json_path, "--json"), (report_dir, "--report")):
