@@ -140,12 +140,15 @@ def run_stream(source: Source, pipeline: Pipeline, outputs: Outputs, limits: Run
     writer.start()
     if reader is not None:
         reader.start()
-    deadline = time.monotonic() + limits.duration if limits.duration else None
+    source.watch(stop)
+    # --duration sets the same event a signal does, so it ends any wait, not only the next loop
+    alarm = threading.Timer(limits.duration, stop.set) if limits.duration else None
+    if alarm is not None:
+        alarm.daemon = True
+        alarm.start()
     try:
         while not stop.is_set():
             if limits.max_frames is not None and timer.frames >= limits.max_frames:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
                 break
             if reader is not None:
                 frame = reader.next()
@@ -163,6 +166,8 @@ def run_stream(source: Source, pipeline: Pipeline, outputs: Outputs, limits: Run
             if writer.error is not None or not _pump(outputs.sinks):
                 break
     finally:
+        if alarm is not None:
+            alarm.cancel()
         stop.set()
         writer.items.put(_END)
         writer.join()

@@ -12,16 +12,18 @@ from __future__ import annotations
 import glob
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from segrefine_edge.datasets import IMAGE_SUFFIXES
 from segrefine_edge.errors import SourceError
+
+if TYPE_CHECKING:
+    from segrefine_edge.live import LivePolicy
 
 _MAX_CONSECUTIVE_BAD_FRAMES = 50
 _NAMED_SKIPS = 10          # unreadable files named in the summary (all are counted)
@@ -63,6 +65,9 @@ class Source:
     def inputs(self) -> list[Path]:
         """The files this source reads (none for a camera or stream): outputs must not overwrite them."""
         return []
+
+    def watch(self, stop: threading.Event) -> None:
+        """Let ``stop`` end a wait inside ``read`` (live sources wait on the network; files do not)."""
 
     def counters(self) -> dict[str, Any]:
         """What the source did besides delivering frames, for the run's summary: frames it
@@ -184,72 +189,6 @@ class ImageFilesSource(Source):
         return None
 
 
-class LiveSource(Source):
-    """A camera or network stream read by a thread that keeps only the newest frame.
-
-    ``read()`` blocks until a frame newer than the last one returned exists, so a slow
-    consumer drops stale frames instead of queueing them.
-    """
-
-    live = True
-
-    def __init__(self, target: int | str, description: str, open_timeout: float = 10.0) -> None:
-        self.capture = cv2.VideoCapture(target)
-        if not self.capture.isOpened():
-            raise SourceError(f"{description} could not be opened; check that it exists and is not in use")
-        if isinstance(target, int):
-            self.capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
-        self._cond = threading.Condition()
-        self._latest: Frame | None = None
-        self._ended = False
-        self._index = 0
-        self._last_returned = -1
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
-        self._started = time.monotonic()
-        self._thread.start()
-        with self._cond:
-            self._cond.wait_for(lambda: self._latest is not None or self._ended, timeout=open_timeout)
-            if self._latest is None:
-                self.close()
-                raise SourceError(f"{description} opened but gave no frame within {open_timeout:.0f} s")
-            self.size = (self._latest.image.shape[1], self._latest.image.shape[0])
-
-    def _run(self) -> None:
-        while not self._ended:
-            ok, image = self.capture.read()
-            with self._cond:
-                if not ok:
-                    self._ended = True
-                else:
-                    self._latest = Frame(image, self._index, time.monotonic() - self._started)
-                    self._index += 1
-                self._cond.notify_all()
-
-    def read(self) -> Frame | None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._ended or (self._latest is not None and self._latest.index > self._last_returned))
-            if self._latest is None or self._latest.index <= self._last_returned:
-                return None
-            frame = self._latest
-            self.dropped += frame.index - self._last_returned - 1
-            self._last_returned = frame.index
-            return frame
-
-    def counters(self) -> dict[str, Any]:
-        """Adds the stale frames dropped because a newer one had arrived (the newest frame wins)."""
-        return {**super().counters(), "dropped_frames": self.dropped}
-
-    def close(self) -> None:
-        with self._cond:
-            self._ended = True
-            self._cond.notify_all()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2)
-        self.capture.release()
-
-
 _CREDENTIALS = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 
 
@@ -258,15 +197,17 @@ def redact(uri: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", uri)
 
 
-def open_source(uri: str) -> Source:
-    """Build the source that ``uri`` names (see the module docstring for the grammar). Messages
-    name a network source without its credentials."""
+def open_source(uri: str, policy: LivePolicy | None = None) -> Source:
+    """Build the source that ``uri`` names (see the module docstring for the grammar); ``policy``
+    governs live ones. Messages name a network source without its credentials."""
+    from segrefine_edge.live import LiveSource  # live.py builds on this module's Source
+
     if re.fullmatch(r"\d+", uri):
-        return LiveSource(int(uri), f"camera {uri}")
+        return LiveSource(int(uri), f"camera {uri}", policy)
     if re.fullmatch(r"/dev/video\d+", uri):
-        return LiveSource(uri, f"camera {uri}")
+        return LiveSource(uri, f"camera {uri}", policy)
     if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", uri):
-        return LiveSource(uri, f"stream {redact(uri)}")
+        return LiveSource(uri, f"stream {redact(uri)}", policy)
     path = Path(uri)
     if path.is_dir():
         return ImageFilesSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from segrefine_edge.cli import main
-from segrefine_edge.sources import LiveSource
+from segrefine_edge.live import LiveSource
 
 CLI = [sys.executable, "-m", "segrefine_edge"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import click
 
@@ -79,13 +80,25 @@ def run() -> None:
 
     LiteRT's GPU environment logs from native code while Python frees it at exit. The library
     leaves its host's streams alone; this program, the host, silences them once its own output
-    is flushed, and only when the GPU was used.
+    is flushed, and only when the GPU was used. A live source given up on may leave a capture
+    thread inside OpenCV (a server that never answers); the program then leaves with os._exit
+    once its output is flushed, since C++ destructors run under that thread would abort it.
     """
+    code: int | str | None = 0
     try:
         main(prog_name="segrefine-edge")
-    finally:
-        from segrefine_edge import litert_gpu
-        from segrefine_edge.native import silence_native_output
+    except SystemExit as exc:
+        code = exc.code
+    from segrefine_edge import litert_gpu, live
+    from segrefine_edge.native import silence_native_output
 
-        if litert_gpu.environment_created():
-            silence_native_output()
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    if isinstance(code, str):
+        click.echo(code, err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if live.captures_running():
+        os._exit(status)
+    if litert_gpu.environment_created():
+        silence_native_output()
+    sys.exit(status)

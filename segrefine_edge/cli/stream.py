@@ -19,6 +19,7 @@ from segrefine_edge.cli.options import (
 )
 from segrefine_edge.cli.progress import StatusLine
 from segrefine_edge.errors import SourceError
+from segrefine_edge.live import LivePolicy
 from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
 from segrefine_edge.render import VIEWS, Renderer, RenderOptions
 from segrefine_edge.runner import Outputs, RunLimits, run_stream
@@ -87,9 +88,17 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @click.option("--duration", type=FiniteRange(0, min_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--stats-json", default=None, help="Write frames, FPS and per-stage p50/p95 as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No start line and no progress line; the summary only.")
+@click.option("--reconnect", type=click.IntRange(0), default=0, show_default=True,
+              help="Live sources: reconnect this many times after the stream ends or stalls (backoff 1-30 s); "
+                   "0: an end or stall is an error.")
+@click.option("--open-timeout", type=FiniteRange(0, min_open=True), default=10.0, show_default=True,
+              help="Live sources: seconds to wait for the first frame.")
+@click.option("--stall-timeout", type=FiniteRange(0, min_open=True), default=5.0, show_default=True,
+              help="Live sources: seconds without a frame before the stream counts as stalled.")
 def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, runtime, delegate, threads, labels_file, palette_file,
            input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
-           classes, ignore_class, loop, max_frames, duration, stats_json, quiet) -> None:
+           classes, ignore_class, loop, max_frames, duration, stats_json, quiet, reconnect, open_timeout,
+           stall_timeout) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
 
     Ends with a summary of frames, FPS and p50/p95 per stage. Ctrl-C, SIGTERM or SIGHUP stop
@@ -102,7 +111,8 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
                               temporal_blend=temporal_blend,
                               contract_overrides=contract_overrides(labels_file, palette_file, input_range,
                                                                     color_order, output_kind))
-    with Pipeline(options) as pipeline, (LoopingSource(uri) if loop else open_source(uri)) as source:
+    policy = LivePolicy(open_timeout=open_timeout, stall_timeout=stall_timeout, reconnects=reconnect)
+    with Pipeline(options) as pipeline, (LoopingSource(uri) if loop else open_source(uri, policy)) as source:
         if source.live:
             pipeline.mode = "live"
         contract = pipeline.contract
@@ -144,7 +154,8 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
         click.echo(f"unreadable, skipped: {', '.join(final['skipped_files'])}", err=True)
     notes = {"skipped_frames": "skipped {} undecodable frame(s)",
              "dropped_frames": "dropped {} stale frame(s): a live source hands over only its newest frame",
-             "loops": "replayed the input {} time(s)"}
+             "loops": "replayed the input {} time(s)",
+             "reconnects": "reconnected to the stream {} time(s)"}
     for key, note in notes.items():
         if final.get(key):
             click.echo(note.format(final[key]), err=True)

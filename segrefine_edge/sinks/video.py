@@ -9,6 +9,7 @@ after SIGKILL, a power cut or a full disk, every fragment finished so far plays.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -18,6 +19,7 @@ from segrefine_edge.errors import SinkError
 from segrefine_edge.sinks.base import ClosingSink, SinkContext, SinkItem, check_output_file
 
 KIND = "video"
+_MS = Fraction(1, 1000)
 # container format, codec, codec options, container options; by the name's suffix
 _FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 _H264 = ("libx264", {"preset": "veryfast", "crf": "23"})
@@ -63,6 +65,14 @@ class VideoFileSink(ClosingSink):
         self.stream.width, self.stream.height = self.size_wh
         self.stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         self.stream.options = {**codec_options, "g": str(max(1, round(fps)))}   # a keyframe, a fragment, a second
+        # Frames are stamped with their arrival (ms): a live stream that delivers 10 fps plays at
+        # 10 fps whatever rate it claims. AVI can only hold a constant rate, so it counts frames.
+        self._timed = form != "avi"
+        if self._timed:
+            self.stream.codec_context.time_base = _MS
+            self.stream.time_base = _MS
+        self._first_ms: int | None = None
+        self._last_pts = -1
         self.frames = 0
         self._failed = False
 
@@ -72,6 +82,11 @@ class VideoFileSink(ClosingSink):
         if (image.shape[1], image.shape[0]) != (width, height):
             image = np.ascontiguousarray(image[:height, :width])
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        if self._timed:
+            stamp = round(item.frame.timestamp * 1000)
+            self._first_ms = stamp if self._first_ms is None else self._first_ms
+            frame.pts = self._last_pts = max(stamp - self._first_ms, self._last_pts + 1)
+            frame.time_base = _MS
         self._mux(self.stream.encode(frame))
         self.frames += 1
 
@@ -102,9 +117,7 @@ class VideoFileSink(ClosingSink):
                 raise
 
 
-def _rate(fps: float):
-    from fractions import Fraction
-
+def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
 
 

@@ -1,0 +1,145 @@
+"""Live sources against real local servers: nothing hangs longer than a second after Ctrl-C or
+--duration, a stall or an end is an error unless --reconnect allows more, reconnects are counted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+CLI = [sys.executable, "-m", "segrefine_edge"]
+
+
+@pytest.fixture(scope="session")
+def fast_model(peers: Path) -> Path:
+    return peers / "coral" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+
+
+@pytest.fixture()
+def mjpeg_server() -> Iterator[tuple[str, list[int]]]:
+    """An MJPEG stream at 10 fps that sends 10 frames per connection, then stalls with its
+    socket open; yields its URL and the list of connections made."""
+    connections: list[int] = []
+    release = threading.Event()
+
+    class Stream(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            connections.append(len(connections))
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for index in range(10):
+                jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 20 * index, np.uint8))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                 + jpeg + b"\r\n")
+                self.wfile.flush()
+                time.sleep(0.1)
+            release.wait(120)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", connections
+    release.set()
+    server.shutdown()
+
+
+@pytest.fixture()
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def _stream(url: str, model: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "stream", url, "-m", str(model), "--no-display", "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop_and_time(process: subprocess.Popen, sig: int) -> float:
+    process.send_signal(sig)
+    started = time.monotonic()
+    process.communicate(timeout=30)
+    return time.monotonic() - started
+
+
+def test_ctrl_c_while_a_silent_server_keeps_us_waiting_acts_within_a_second(silent_port: int, fast_model: Path):
+    process = _stream(f"http://127.0.0.1:{silent_port}/x", fast_model, "--open-timeout", "60")
+    time.sleep(2.0)
+    assert process.poll() is None
+    assert _stop_and_time(process, signal.SIGINT) < 1.5
+    assert process.returncode == 130
+
+
+def test_a_server_that_never_answers_is_an_error_after_the_open_timeout(silent_port: int, fast_model: Path):
+    started = time.monotonic()
+    process = _stream(f"http://127.0.0.1:{silent_port}/x", fast_model, "--open-timeout", "2")
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2 and "did not answer within 2 s" in stderr and "Traceback" not in stderr
+    assert time.monotonic() - started < 10
+
+
+def test_a_stall_is_an_error_and_ctrl_c_during_it_acts_within_a_second(mjpeg_server, fast_model: Path):
+    url, _ = mjpeg_server
+    stalled = _stream(url, fast_model, "--stall-timeout", "1")
+    _, stderr = stalled.communicate(timeout=60)
+    assert stalled.returncode == 2 and "stalled (no frame for 1 s)" in stderr and "--reconnect" in stderr
+    waiting = _stream(url, fast_model, "--stall-timeout", "60")
+    time.sleep(3.0)                                   # the ten frames are gone; the stream hangs
+    assert _stop_and_time(waiting, signal.SIGINT) < 1.5
+    assert waiting.returncode == 130
+
+
+def test_duration_ends_a_stalled_stream_on_time(mjpeg_server, fast_model: Path, tmp_path: Path):
+    url, _ = mjpeg_server
+    stats = tmp_path / "stats.json"
+    started = time.monotonic()
+    process = _stream(url, fast_model, "--stall-timeout", "60", "--duration", "3", "--stats-json", str(stats))
+    process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert time.monotonic() - started < 3 + 8                  # start-up (models) plus a second at most
+    assert 0 < json.loads(stats.read_text())["frames"] <= 10
+
+
+def test_reconnects_follow_the_policy_and_are_counted(mjpeg_server, fast_model: Path, tmp_path: Path):
+    url, connections = mjpeg_server
+    process = _stream(url, fast_model, "--stall-timeout", "1", "--reconnect", "2")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "2 reconnect(s) did not keep it up" in stderr
+    assert len(connections) == 3
+
+
+def test_live_video_is_timed_by_the_frames_arrival(mjpeg_server, fast_model: Path, tmp_path: Path):
+    """The MJPEG server sends 10 frames a second whatever rate the container claims: the video
+    written plays them over about a second, not at a guessed 25 or 30 fps."""
+    import av
+
+    url, _ = mjpeg_server
+    out = tmp_path / "live.mp4"
+    process = _stream(url, fast_model, "--stall-timeout", "60", "--duration", "2.5", "--out", str(out))
+    process.communicate(timeout=60)
+    with av.open(str(out)) as container:
+        video = container.streams.video[0]
+        times = [float(frame.pts * video.time_base) for frame in container.decode(video)]
+    assert len(times) >= 5
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 7 < rate < 13
