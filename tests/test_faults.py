@@ -143,3 +143,34 @@ def test_skipped_images_are_named(tmp_path: Path, fast_model: Path):
     result = subprocess.run([*CLI, "stream", str(frames), "-m", str(fast_model), "--no-display", "--quiet"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and f"unreadable, skipped: {frames / 'f1b.png'}" in result.stderr
+
+
+def test_a_one_pixel_input_with_a_video_out_says_it_is_too_small(tmp_path: Path, fast_model: Path):
+    frames = tmp_path / "tiny"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    result = subprocess.run([*CLI, "stream", str(frames), "-m", str(fast_model), "--no-display", "--no-legend",
+                             "--out", str(tmp_path / "out.mp4")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "too small for a video" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.train
+def test_a_classifier_is_refused_by_stream_and_eval_for_what_it_is(tmp_path: Path, camvid: Path):
+    """A real classifier .tflite (output [1, 10]) is no segmenter: both commands say what it looks like."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from segrefine_edge.conversion.quantize import to_tflite
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    classifier = tmp_path / "classifier.tflite"
+    classifier.write_bytes(to_tflite(model, "float32"))
+    image = sorted((camvid / "val").iterdir())[0]
+    stream = subprocess.run([*CLI, "stream", str(image), "-m", str(classifier), "--no-display"],
+                            capture_output=True, text=True, timeout=120)
+    evaluate = subprocess.run([*CLI, "eval", "--data", str(camvid), "-m", str(classifier)],
+                              capture_output=True, text=True, timeout=120)
+    for result in (stream, evaluate):
+        assert result.returncode == 2 and "looks like a classifier" in result.stderr, result.stderr[-1000:]
+        assert "class-map" not in result.stderr and "Traceback" not in result.stderr
