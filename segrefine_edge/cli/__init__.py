@@ -18,6 +18,8 @@ from segrefine_edge.errors import SegrefineError
 COMMANDS = {
     "stream": ("segrefine_edge.cli.stream", "stream", "Segment a camera, video, stream or images in real time."),
     "eval": ("segrefine_edge.cli.eval", "evaluate", "Score models: mIoU, Boundary F/IoU, temporal consistency, latency."),
+    "annotate": ("segrefine_edge.cli.annotate", "annotate", "Annotate video into CVAT, COCO, Label Studio or PNG masks; "
+                 "resumable."),
     "bench": ("segrefine_edge.cli.bench", "bench", "Measure model invoke latency (median, p95); compare two models."),
     "convert": ("segrefine_edge.cli.convert", "convert", "Export to TFLite (float, int8, EdgeTPU) with validation."),
     "train": ("segrefine_edge.cli.train", "train", "Train the segmenter or a refiner (needs the 'train' extra)."),
