@@ -66,6 +66,15 @@ class Source:
         """The files this source reads (none for a camera or stream): outputs must not overwrite them."""
         return []
 
+    def seek(self, index: int) -> None:
+        """Make frame ``index`` the next one ``read`` returns (by reading forward; files that can
+        jump, jump)."""
+        while self._position() < index and self.read() is not None:
+            pass
+
+    def _position(self) -> int:
+        return getattr(self, "index", 0)
+
     def watch(self, stop: threading.Event) -> None:
         """Let ``stop`` end a wait inside ``read`` (live sources wait on the network; files do not)."""
 
@@ -129,6 +138,13 @@ class VideoFileSource(Source):
         delivered = self.index + self.skipped
         ended = self._ended and self.frame_count - delivered > max(2, self.frame_count // 100)
         return {**super().counters(), **({"declared_frames": self.frame_count} if ended else {})}
+
+    def seek(self, index: int) -> None:
+        """Jump to frame ``index`` (OpenCV seeks to the keyframe before it and decodes forward)."""
+        if index == self.index:
+            return
+        self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        self.index, self._pending, self._ended = index, None, False
 
     def read(self) -> Frame | None:
         image = self._pending if self._pending is not None else self._next_image()

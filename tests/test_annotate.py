@@ -167,3 +167,22 @@ def test_scenes_take_a_frame_at_each_cut(tmp_path: Path, small_video: Path):
 
     frames = [np.full((48, 64, 3), (200, 30, 30), np.uint8)] * 20 + [np.full((48, 64, 3), (30, 200, 30), np.uint8)] * 20
     assert scene_frames([histogram(f) for f in frames], video_fps=10.0, max_gap=1.5) == [0, 15, 20, 35]
+
+
+def test_the_ray_engine_on_two_actors_writes_the_same_bytes_as_the_local_one(vtest: Path, job: Path, tmp_path: Path):
+    pytest.importorskip("ray.data")
+    out = tmp_path / "ray"
+    result = _annotate(str(vtest), "--out", str(out), *JOB, "--engine", "ray", "--actors", "2", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _outputs(out) == _outputs(job)
+
+
+def test_the_ray_engine_without_the_extra_says_what_to_install(small_video: Path, tmp_path: Path):
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from segrefine_edge.cli import run\n"
+            f"sys.argv = ['segrefine-edge', 'annotate', {str(small_video)!r}, '--out', {str(tmp_path / 'j')!r}, "
+            "'--engine', 'ray']\n"
+            "run()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "pip install 'segrefine-edge[ray]'" in result.stderr
+    assert not (tmp_path / "j").exists()

@@ -8,7 +8,7 @@ resumed job, or chunks run on other machines, give the same bytes as one uninter
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,16 +69,19 @@ def plan_input(video: str, uri: str, sampling: Sampling, chunk_frames: int = CHU
     return InputPlan(video, uri, fps, list(range(0, total, sampling.frame_step(fps))), chunk_frames)
 
 
-def _frames_of(uri: str, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """The wanted frames of ``uri``, in order, read once from the start (a seek can land off by
-    a few frames in some codecs; reading forward never does)."""
-    last = max(wanted)
+def chunk_frames(uri: str, frames: list[int]) -> list[tuple[int, np.ndarray]]:
+    """The frames of one chunk: seek to its first, read forward to its last. Every engine reads a
+    chunk this way, so they all see the same pixels."""
+    wanted = set(frames)
+    found = []
     with open_source(uri) as source:
+        source.seek(frames[0])
         for frame in iter(source.read, None):
             if frame.index in wanted:
-                yield frame.index, frame.image
-            if frame.index >= last:
-                return
+                found.append((frame.index, frame.image))
+            if frame.index >= frames[-1]:
+                break
+    return found
 
 
 def segment_chunk(pipeline: Pipeline, plan: InputPlan, key: ChunkKey, frames: list[tuple[int, np.ndarray]],
@@ -106,47 +109,52 @@ def segment_chunk(pipeline: Pipeline, plan: InputPlan, key: ChunkKey, frames: li
     return records
 
 
-def run_local(job: JobFolder, plans: list[InputPlan], make_pipeline: Callable[[str], Pipeline], with_images: bool,
-              report: JobReport, progress: Callable[[JobReport, int], None] | None = None) -> JobReport:
-    """Every unfinished chunk of every input, in order, on this machine."""
+def pending_chunks(job: JobFolder, plans: list[InputPlan], report: JobReport) -> list[tuple[InputPlan, int]]:
+    """The chunks not finished yet, in input and chunk order (the finished ones are counted)."""
     finished = job.open()
-    total = sum(len(plan.frames) for plan in plans)
+    todo = []
     for plan in plans:
-        chunks = plan.chunks()
-        todo = {n for n in range(len(chunks)) if ChunkKey(plan.video, n) not in finished}
-        report.chunks_skipped += len(chunks) - len(todo)
-        report.frames += sum(len(chunks[n]) for n in range(len(chunks)) if n not in todo)
-        if not todo:
-            continue
-        pipeline = make_pipeline(plan.mode())
-        wanted = {i for n in todo for i in chunks[n]}
-        owner = {i: n for n in todo for i in chunks[n]}
-        pending: dict[int, list[tuple[int, np.ndarray]]] = {n: [] for n in todo}
-        try:
-            for index, image in _frames_of(plan.uri, wanted):
-                n = owner[index]
-                pending[n].append((index, image))
-                if len(pending[n]) == len(chunks[n]):
-                    _commit(job, pipeline, plan, n, pending.pop(n), with_images, report)
-                    if progress is not None:
-                        progress(report, total)
-            for n in sorted(pending):          # the input ended before these frames (a short file)
-                _commit(job, pipeline, plan, n, pending.pop(n), with_images, report)
-        except SourceError as exc:
-            report.failed_inputs.append(f"{plan.uri}: {exc}")
-        finally:
-            pipeline.close()
-    return report
+        for n, frames in enumerate(plan.chunks()):
+            if ChunkKey(plan.video, n) in finished:
+                report.chunks_skipped += 1
+                report.frames += len(frames)
+            else:
+                todo.append((plan, n))
+    return todo
 
 
-def _commit(job: JobFolder, pipeline: Pipeline, plan: InputPlan, n: int, frames: list[tuple[int, np.ndarray]],
-            with_images: bool, report: JobReport) -> None:
+def process_chunk(job: JobFolder, plan: InputPlan, n: int, wanted: list[int], pipeline: Pipeline, with_images: bool,
+                  timer: StageTimer) -> int:
+    """Read, segment and commit chunk ``n`` of ``plan`` (its frames ``wanted``); returns its frame count."""
+    frames = chunk_frames(plan.uri, wanted)
     key = ChunkKey(plan.video, n)
     staging = job.staging_dir(key)
-    segment_chunk(pipeline, plan, key, frames, staging, with_images, report.timer)
+    segment_chunk(pipeline, plan, key, frames, staging, with_images, timer)
     job.commit(key, staging)
-    report.frames += len(frames)
-    report.chunks_done += 1
+    return len(frames)
+
+
+def run_local(job: JobFolder, plans: list[InputPlan], make_pipeline: Callable[[str], Pipeline], with_images: bool,
+              report: JobReport, progress: Callable[[JobReport, int], None] | None = None) -> JobReport:
+    """Every unfinished chunk, in order, on this machine (one pipeline at a time, per input)."""
+    total = sum(len(plan.frames) for plan in plans)
+    current: tuple[str, Pipeline] | None = None
+    for plan, n in pending_chunks(job, plans, report):
+        if current is None or current[0] != plan.video:
+            if current is not None:
+                current[1].close()
+            current = (plan.video, make_pipeline(plan.mode()))
+        try:
+            report.frames += process_chunk(job, plan, n, plan.chunks()[n], current[1], with_images, report.timer)
+        except SourceError as exc:
+            report.failed_inputs.append(f"{plan.uri}: {exc}")
+            continue
+        report.chunks_done += 1
+        if progress is not None:
+            progress(report, total)
+    if current is not None:
+        current[1].close()
+    return report
 
 
 def unique_names(uris: list[str]) -> list[str]:

@@ -50,9 +50,14 @@ def _models_spec(pipeline: Pipeline) -> dict:
 @runtime_options
 @click.option("--chunk", "chunk_frames", type=click.IntRange(1), default=CHUNK_FRAMES, show_default=True,
               help="Sampled frames per chunk, the unit of work a kill can lose.")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True,
+              help="local: this machine; ray: a Ray cluster (RAY_ADDRESS, else a local one; the 'ray' extra).")
+@click.option("--actors", type=click.IntRange(1), default=2, show_default=True, help="--engine ray: actors.")
+@click.option("--actor-cpus", type=FiniteRange(0, min_open=True), default=0.5, show_default=True,
+              help="--engine ray: CPUs each actor asks for (fractions leave room for the tasks that feed them).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 def annotate(inputs, out_dir, formats_wanted, every, sample_fps, scenes, max_gap, model, refiner, no_refiner,
-             temporal_blend, runtime, delegate, threads, chunk_frames, quiet) -> None:
+             temporal_blend, runtime, delegate, threads, chunk_frames, engine, actors, actor_cpus, quiet) -> None:
     """Annotate INPUT... (videos, image folders or globs) into --out: masks in every --format,
     manifest.json and review.csv (frames ranked by the share of uncertain pixels).
 
@@ -63,6 +68,10 @@ def annotate(inputs, out_dir, formats_wanted, every, sample_fps, scenes, max_gap
     out = Path(out_dir)
     options = PipelineOptions(model=model, refiner="none" if no_refiner else (refiner or DEFAULT_REFINER),
                               runtime=runtime, delegate=delegate, threads=threads, temporal_blend=temporal_blend)
+    if engine == "ray":
+        from segrefine_edge.annotate import ray_engine
+
+        ray_engine.check_ready()
     probe = Pipeline(options)
     for name in formats_wanted:
         check = getattr(formats()[name], "check_ready", None)
@@ -96,7 +105,11 @@ def annotate(inputs, out_dir, formats_wanted, every, sample_fps, scenes, max_gap
             click.echo(f"\r{report.frames}/{total} frames  {rate:.1f} FPS  ETA {int(left) // 60}:{int(left) % 60:02d}",
                        err=True, nl=False)
 
-    report = run_local(job, plans, make_pipeline, with_images, JobReport(failed_inputs=failed), progress)
+    report = JobReport(failed_inputs=failed)
+    if engine == "ray":
+        ray_engine.run_ray(job, plans, options, with_images, report, actors, actor_cpus, progress)
+    else:
+        run_local(job, plans, make_pipeline, with_images, report, progress)
     if not quiet and sys.stderr.isatty():
         click.echo("", err=True)
     records = job.records()
@@ -115,7 +128,7 @@ def annotate(inputs, out_dir, formats_wanted, every, sample_fps, scenes, max_gap
         click.echo(f"  {stage:<12}{stats['p50_ms']:>9.2f} ms p50")
     click.echo(f"outputs: {', '.join(formats_wanted)}, manifest.json, review.csv in {out}")
     if report.failed_inputs:
-        for line in report.failed_inputs:
+        for line in dict.fromkeys(report.failed_inputs):
             click.echo(f"skipped input: {line}", err=True)
         raise SegrefineError(f"{len(report.failed_inputs)} input(s) could not be annotated (listed above); the others "
                              "are complete")
