@@ -68,7 +68,9 @@ class _Connection:
             capture = cv2.VideoCapture(self.target)
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
             return capture
-        ms = int(self.io_timeout_s * 1000)
+        # A second past the policy's own deadline: the policy decides and says why, then
+        # OpenCV's timeout frees the thread soon after
+        ms = int((self.io_timeout_s + 1.0) * 1000)
         return cv2.VideoCapture(self.target, cv2.CAP_ANY,
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
