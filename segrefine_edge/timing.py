@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -63,6 +64,7 @@ class StageTimer:
         self.frames = 0
         self.last: dict[str, float] = {}
         self.peak_rss_mb: dict[int, float] = {}
+        self.rss_mb: dict[int, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -92,9 +94,9 @@ class StageTimer:
         series over a long run is the evidence that nothing accumulates per frame. Thinned to
         every other reading when it outgrows RSS_SERIES, so it stays bounded too."""
         self.peak_rss_mb[self.frames] = peak_rss_mb()
+        self.rss_mb[self.frames] = current_rss_mb()
         if len(self.peak_rss_mb) > RSS_SERIES:
-            kept = list(self.peak_rss_mb.items())
-            self.peak_rss_mb = dict([kept[0], *kept[2:-1:2], kept[-1]])
+            self.peak_rss_mb, self.rss_mb = _thinned(self.peak_rss_mb), _thinned(self.rss_mb)
 
     def frame_done(self) -> None:
         with self._lock:
@@ -118,7 +120,23 @@ class StageTimer:
         efficiency = fps * stages["segment"]["p50_ms"] / 1000.0 if "segment" in stages else None
         return {"frames": self.frames, "seconds": elapsed, "fps": fps, "stages": stages,
                 "pipeline_efficiency": efficiency, "peak_rss_mb": peak_rss_mb(),
-                "peak_rss_mb_by_frame": dict(self.peak_rss_mb)}
+                "peak_rss_mb_by_frame": dict(self.peak_rss_mb), "rss_mb_by_frame": dict(self.rss_mb)}
+
+
+def _thinned(series: dict[int, float]) -> dict[int, float]:
+    """The first reading, every other one after it, and the last."""
+    kept = list(series.items())
+    return dict([kept[0], *kept[2:-1:2], kept[-1]])
+
+
+def current_rss_mb() -> float:
+    """Resident set size now, in MiB (Linux; 0 elsewhere): unlike the peak, it can fall, so a
+    series of it shows growth rather than one spike."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 def peak_rss_mb() -> float:

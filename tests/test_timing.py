@@ -41,4 +41,5 @@ def test_the_timer_summary_and_the_rss_series_stay_bounded():
     assert summary["stages"]["refine"]["p50_ms"] == pytest.approx(3.0, rel=0.006)
     series = summary["peak_rss_mb_by_frame"]
     assert len(series) <= RSS_SERIES + 1 and min(series) == 10 and max(series) == 5_000
+    assert summary["rss_mb_by_frame"].keys() == series.keys() and 0 < summary["rss_mb_by_frame"][10] <= series[10]
     assert len(timer.samples("segment")) == StageStats.WINDOW
