@@ -186,3 +186,18 @@ def test_the_ray_engine_without_the_extra_says_what_to_install(small_video: Path
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "pip install 'segrefine-edge[ray]'" in result.stderr
     assert not (tmp_path / "j").exists()
+
+
+def test_uncertain_share_counts_low_confidence_and_close_calls():
+    from segrefine_edge.annotate.review import uncertain_share
+    from segrefine_edge.pipeline import SegmentationResult
+    from segrefine_edge.scores import ScoreMap
+
+    logits = np.zeros((2, 2, 3), np.float32)
+    logits[0, 0] = [9, 0, 0]          # sure
+    logits[0, 1] = [2, 1.9, -5]       # a close call between two classes
+    logits[1, 0] = [0.1, 0, 0]        # low confidence
+    logits[1, 1] = [0, 0, 8]          # sure
+    labels = np.zeros((2, 2), np.uint8)
+    assert uncertain_share(SegmentationResult(labels, ScoreMap("logits", logits), {})) == 0.5
+    assert uncertain_share(SegmentationResult(labels, ScoreMap("labels", labels), {})) == 0.0

@@ -20,13 +20,11 @@ SMALL_MARGIN = 0.1
 
 def uncertain_share(result: SegmentationResult) -> float:
     """Share (0-1) of model-resolution pixels that are uncertain; 0 for a labels-only model."""
-    if result.scores.kind in ("labels", "sigmoid"):
-        if result.scores.kind == "labels":
-            return 0.0
-        probability = result.scores.probabilities()
-        top = np.maximum(probability, 1 - probability)
-        return float(np.mean((top < LOW_CONFIDENCE) | (2 * top - 1 < SMALL_MARGIN)))
+    if result.scores.kind == "labels":
+        return 0.0
     probabilities = result.scores.probabilities()
+    if result.scores.kind == "sigmoid":                 # foreground probability: two classes
+        probabilities = np.stack([1.0 - probabilities, probabilities], axis=-1)
     top2 = np.partition(probabilities, -2, axis=-1)[..., -2:]
     top, second = top2[..., 1], top2[..., 0]
     return float(np.mean((top < LOW_CONFIDENCE) | (top - second < SMALL_MARGIN)))
