@@ -65,33 +65,31 @@ def test_sighup_stops_like_sigterm_and_the_exit_code_says_so(vtest: Path, fast_m
     assert _frames_in(out) == written > 0
 
 
-def _file_size_limit(limit: int):
+def _on_a_full_disk(limit: int, *args: str) -> str:
+    """Run stream with every file capped at ``limit`` bytes (a failed write then returns EFBIG, as
+    a full disk returns ENOSPC); asserts exit 2 without a traceback and returns stderr."""
     def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # a failed write then returns EFBIG, as a full disk does ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
+    process = _start(*args, "--no-display", preexec_fn=apply)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    return stderr
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_video_playable(vtest: Path, fast_model: Path,
                                                                                tmp_path: Path):
     out = tmp_path / "out.mp4"
-    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out),
-                     preexec_fn=_file_size_limit(400_000))
-    _, stderr = process.communicate(timeout=120)
+    stderr = _on_a_full_disk(400_000, str(vtest), "-m", str(fast_model), "--out", str(out))
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert process.returncode == 2, stderr[-2000:]
-    assert len(errors) == 1 and "cannot write video" in errors[0] and "Traceback" not in stderr
+    assert len(errors) == 1 and "cannot write video" in errors[0]
     assert 0 < _frames_in(out) < 795
 
 
 def test_a_full_disk_under_masks_leaves_no_temporary_file_and_one_line(vtest: Path, fast_model: Path,
                                                                         tmp_path: Path):
     masks = tmp_path / "masks"
-    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--masks", str(masks),
-                     preexec_fn=_file_size_limit(4_000))
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 2, stderr[-2000:]
-    assert "cannot write" in stderr and "Traceback" not in stderr
+    assert "cannot write" in _on_a_full_disk(4_000, str(vtest), "-m", str(fast_model), "--masks", str(masks))
     assert not list(masks.glob(".*.tmp")) and not list(masks.glob("*.tmp"))
     for mask in masks.glob("*.png"):
         assert cv2.imread(str(mask), cv2.IMREAD_UNCHANGED) is not None     # every mask left is whole

@@ -8,12 +8,11 @@ adding one is adding one file here.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from functools import cache
 from types import ModuleType
 
 from segrefine_edge.errors import SinkError
+from segrefine_edge.plugins import discover
 from segrefine_edge.sinks.base import (
     Sink,
     SinkContext,
@@ -30,12 +29,7 @@ __all__ = ["Sink", "SinkContext", "SinkItem", "check_not_an_input", "check_outpu
 @cache
 def formats() -> dict[str, ModuleType]:
     """Every output format of this package, by kind."""
-    found = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "KIND"):
-            found[module.KIND] = module
-    return found
+    return discover(__name__, __path__, "KIND")
 
 
 def open_sink(spec: str, context: SinkContext, kind: str | None = None) -> Sink:

@@ -8,18 +8,13 @@ byte the same however often the job was interrupted and resumed.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from functools import cache
 from types import ModuleType
+
+from segrefine_edge.plugins import discover
 
 
 @cache
 def formats() -> dict[str, ModuleType]:
     """Every export format, by name."""
-    found = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "NAME"):
-            found[module.NAME] = module
-    return found
+    return discover(__name__, __path__, "NAME")
