@@ -39,7 +39,24 @@ class FlowTracker:
         self._previous = None
 
     def flow_to_previous(self, gray: np.ndarray) -> np.ndarray | None:
+        flow, _ = self.flow_and_previous(gray)
+        return flow
+
+    def flow_and_previous(self, gray: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The t -> t-1 flow and frame t-1 itself (None, None on the first frame)."""
         previous, self._previous = self._previous, gray
         if previous is None or previous.shape != gray.shape:
-            return None
-        return self._dis.calc(gray, previous, None)
+            return None, None
+        return self._dis.calc(gray, previous, None), previous
+
+
+def flow_trust(gray: np.ndarray, previous: np.ndarray, flow_to_prev: np.ndarray, tolerance: float) -> np.ndarray:
+    """Per pixel of frame t, how far the flow can be trusted (0-1): 1 where frame t-1 pulled along
+    the flow matches frame t, falling to 0 at twice ``tolerance`` grey levels of difference, 0
+    where the flow points outside frame t-1. Where the flow did not find the motion (a fast pan,
+    an occlusion, a cut), the pulled frame does not match, and neither would a pulled mask."""
+    smooth = (cv2.GaussianBlur(gray, (5, 5), 0).astype(np.float32),
+              cv2.GaussianBlur(previous, (5, 5), 0).astype(np.float32))
+    warped, inside = pull_back(smooth[1], flow_to_prev, cv2.INTER_LINEAR)
+    error = np.abs(smooth[0] - warped.reshape(smooth[0].shape))
+    return np.clip(2.0 - error / tolerance, 0.0, 1.0) * inside

@@ -15,7 +15,7 @@ import numpy as np
 from segrefine_edge.backend import open_backend
 from segrefine_edge.contract import resolve_contract
 from segrefine_edge.errors import ModelError
-from segrefine_edge.motion import FlowTracker, pull_back
+from segrefine_edge.motion import FlowTracker, flow_trust, pull_back
 from segrefine_edge.preprocess import resize_image
 from segrefine_edge.quant import pixel_mapping, pixels_to_tensor, quantise, to_integers
 from segrefine_edge.scores import ScoreMap
@@ -24,6 +24,11 @@ from segrefine_edge.scores import ScoreMap
 # val's 0016E5 frames (15 Hz) among 0-0.8: TC rises steadily with it, mIoU holds up to 0.5 and
 # falls beyond (0.7: -0.4 points) as moving edges start to lag.
 TEMPORAL_BLEND = 0.5
+# The gate on the previous mask: grey levels of photometric error the pulled frame may show and
+# still count as the same surface, and the share of the frame that must be followed for the
+# next frame to continue the sequence (below it: a cut, or frames too far apart; start afresh).
+PHOTOMETRIC_TOLERANCE = 6.0
+FOLLOWED_TO_CONTINUE = 0.9
 
 
 class Refiner(Protocol):
@@ -154,13 +159,17 @@ class TFLiteRefiner:
         tensor = cv2.resize(tensor, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         return (tensor ^ np.uint8(0x80)).view(np.int8) if shifted else tensor, name
 
-    def _aligned_previous(self, gray: np.ndarray) -> np.ndarray | None:
-        """The last output's probabilities pulled to this frame along the optical flow, or
-        None on a sequence's first frame."""
-        flow = self._motion.flow_to_previous(gray)
+    def _aligned_previous(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The last output's probabilities pulled to this frame along the optical flow, and how
+        far each pixel's flow can be trusted (HxWx1); None on a sequence's first frame, or
+        when too little of the frame could be followed (a cut: the frame starts a new sequence)."""
+        flow, previous_gray = self._motion.flow_and_previous(gray)
         if flow is None or self._previous is None:
             return None
-        return pull_back(self._previous, flow, cv2.INTER_LINEAR)[0]
+        trust = flow_trust(gray, previous_gray, flow, PHOTOMETRIC_TOLERANCE)
+        if float(np.mean(trust > 0.5)) < FOLLOWED_TO_CONTINUE:
+            return None
+        return pull_back(self._previous, flow, cv2.INTER_LINEAR)[0], trust[..., None]
 
     def _segmenter_probabilities(self, scores: ScoreMap) -> np.ndarray:
         """What a first frame gets as its previous mask: the segmenter's probabilities (of its
@@ -174,10 +183,13 @@ class TFLiteRefiner:
         rgb = cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
         scores_tensor, scores_name = self._scores_tensor(scores)
         feeds = {"image": pixels_to_tensor(rgb, self._pixels, self._inputs["image"]), scores_name: scores_tensor}
-        aligned = None
+        followed = None
         if self.temporal:
-            aligned = self._aligned_previous(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-            previous = self._segmenter_probabilities(scores) if aligned is None else aligned
+            followed = self._aligned_previous(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+            previous = self._segmenter_probabilities(scores)
+            if followed is not None:                 # the pulled mask where the flow holds, else the segmenter's
+                aligned, trust = followed
+                previous = trust * aligned + (1.0 - trust) * previous
             feeds["previous"] = self._tensor("previous", previous)
         for position, name in enumerate(self.order):
             self.backend.set_input(position, feeds[name][None])
@@ -188,8 +200,10 @@ class TFLiteRefiner:
         if not self.temporal:
             return refined
         probabilities = refined.probabilities().astype(np.float32, copy=False)
-        if aligned is not None and self.blend:
-            probabilities = cv2.addWeighted(probabilities, 1.0 - self.blend, aligned, self.blend, 0.0)
+        if followed is not None and self.blend:
+            aligned, trust = followed
+            weight = self.blend * trust               # no blending where the flow lost the motion
+            probabilities = probabilities + weight * (aligned - probabilities)
         self._previous = probabilities
         if not self.blend:
             return refined

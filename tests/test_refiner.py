@@ -462,3 +462,30 @@ def test_the_refiner_gets_the_segmenters_copy_of_the_frame_where_that_is_big_eno
     for refiner in (fits, too_small):
         Pipeline.from_parts(segmenter, refiner).segment(frame)
     assert fits.seen == [segmenter.contract.input_hw] and too_small.seen == [(576, 768)]
+
+
+def test_after_a_cut_the_temporal_refiner_starts_afresh_and_blends_again_on_continuous_frames(camvid: Path,
+                                                                                             vtest: Path):
+    """The blend is gated by how well the flow explains the new frame: across a cut (a CamVid
+    frame, then a frame of another video) nothing of the old mask may leak into the new one;
+    on the next frame of the same video the blend carries the mask again."""
+    import cv2
+
+    from segrefine_edge.models import default_model_path, default_refiner_path
+    from segrefine_edge.pipeline import Pipeline
+    from segrefine_edge.refiner import TFLiteRefiner
+    from segrefine_edge.segmenter import Segmenter
+
+    street = cv2.imread(str(sorted((camvid / "val").iterdir())[0]))
+    capture = cv2.VideoCapture(str(vtest))
+    plaza = [cv2.resize(capture.read()[1], (480, 360)) for _ in range(2)]
+
+    def run(frames):
+        pipeline = Pipeline.from_parts(Segmenter.open(default_model_path()), TFLiteRefiner(default_refiner_path()))
+        return [pipeline.segment(frame).scores.values for frame in frames]
+
+    after_cut = run([street, plaza[0]])[1]
+    fresh = run([plaza[0]])[0]
+    assert np.array_equal(after_cut, fresh)
+    continued, alone = run(plaza)[1], run([plaza[1]])[0]
+    assert not np.array_equal(continued, alone)              # the blend still works where the flow holds
