@@ -135,6 +135,7 @@ def results(run: ModelRun) -> dict:
         "temporal_consistency": _num(run.temporal.tc()),
         "flicker": _num(run.temporal.flicker()),
         "sequence_pairs": len(run.temporal.tc_values),
+        "keyframe_share": run.pipeline.keyframe_share(),
         "latency_ms": {
             "frame_p50": _num(np.median(frame_ms)),
             "frame_p95": _num(np.percentile(frame_ms, 95)),

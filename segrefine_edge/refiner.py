@@ -132,9 +132,15 @@ class TFLiteRefiner:
         self._pixels = pixel_mapping(self.contract, self._inputs["image"])
         self._previous: np.ndarray | None = None      # the last refined probabilities
         self._motion = FlowTracker(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        self._frame: tuple[np.ndarray, np.ndarray] | None = None   # the frame followed last, and its RGB copy
+        self._flow: np.ndarray | None = None
+        self._followed: tuple[np.ndarray, np.ndarray] | None = None
+        self._last_scores: np.ndarray | None = None   # the last keyframe's scores, carried along the flow
+        self._followed_this_frame = False             # follow() ran for the frame refine() gets next
 
     def reset(self) -> None:
-        self._previous = None
+        self._previous = self._frame = self._flow = self._followed = self._last_scores = None
+        self._followed_this_frame = False
         self._motion.reset()
 
     def _tensor(self, name: str, values: np.ndarray) -> np.ndarray:
@@ -159,17 +165,37 @@ class TFLiteRefiner:
         tensor = cv2.resize(tensor, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         return (tensor ^ np.uint8(0x80)).view(np.int8) if shifted else tensor, name
 
-    def _aligned_previous(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """The last output's probabilities pulled to this frame along the optical flow, and how
-        far each pixel's flow can be trusted (HxWx1); None on a sequence's first frame, or
-        when too little of the frame could be followed (a cut: the frame starts a new sequence)."""
-        flow, previous_gray = self._motion.flow_and_previous(gray)
+    def follow(self, frame_bgr: np.ndarray) -> float | None:
+        """Follow the motion from the last frame to this one (once per frame, before ``refine``):
+        the share of the frame the flow explains, or None on a sequence's first frame or when too
+        little of it can be followed (a cut, frames too far apart: the frame starts afresh)."""
+        h, w = self.hw
+        rgb = cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
+        self._frame = (frame_bgr, rgb)
+        self._followed_this_frame = True
+        self._followed = self._flow = None
+        flow, previous_gray = self._motion.flow_and_previous(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         if flow is None or self._previous is None:
             return None
-        trust = flow_trust(gray, previous_gray, flow, PHOTOMETRIC_TOLERANCE)
-        if float(np.mean(trust > 0.5)) < FOLLOWED_TO_CONTINUE:
+        trust = flow_trust(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), previous_gray, flow, PHOTOMETRIC_TOLERANCE)
+        share = float(np.mean(trust > 0.5))
+        if share < FOLLOWED_TO_CONTINUE:
             return None
-        return pull_back(self._previous, flow, cv2.INTER_LINEAR)[0], trust[..., None]
+        self._flow = flow
+        self._followed = (pull_back(self._previous, flow, cv2.INTER_LINEAR)[0], trust[..., None])
+        return share
+
+    def propagated_scores(self) -> ScoreMap | None:
+        """The last keyframe's segmenter scores carried to this frame along the flow (at their own
+        resolution), for a frame the segmenter skips; None when the motion was not followed."""
+        if self._flow is None or self._last_scores is None:
+            return None
+        values = self._last_scores
+        h, w = values.shape[:2]
+        flow = cv2.resize(self._flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow *= np.float32(w / self._flow.shape[1])
+        self._last_scores = pull_back(values, flow, cv2.INTER_LINEAR)[0].reshape(values.shape)
+        return ScoreMap("logits", self._last_scores)
 
     def _segmenter_probabilities(self, scores: ScoreMap) -> np.ndarray:
         """What a first frame gets as its previous mask: the segmenter's probabilities (of its
@@ -179,13 +205,18 @@ class TFLiteRefiner:
         return ScoreMap(scores.kind, resized).probabilities()
 
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
+        if self.temporal and not self._followed_this_frame:
+            self.follow(frame_bgr)
+        self._followed_this_frame = False
         h, w = self.hw
-        rgb = cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
+        rgb = self._frame[1] if self.temporal else cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
         scores_tensor, scores_name = self._scores_tensor(scores)
         feeds = {"image": pixels_to_tensor(rgb, self._pixels, self._inputs["image"]), scores_name: scores_tensor}
         followed = None
         if self.temporal:
-            followed = self._aligned_previous(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+            followed = self._followed
+            # what a frame the segmenter skips starts from (a keyframe's scores, or the ones carried here)
+            self._last_scores = scores.real().astype(np.float32, copy=False)
             previous = self._segmenter_probabilities(scores)
             if followed is not None:                 # the pulled mask where the flow holds, else the segmenter's
                 aligned, trust = followed

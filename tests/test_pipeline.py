@@ -128,3 +128,33 @@ def test_the_readme_python_example_runs(monkeypatch, tmp_path, vtest):
     (tmp_path / "street.avi").symlink_to(vtest)
     exec(compile(example, "README.md", "exec"), {"__name__": "__readme__"})
     assert list(tmp_path.glob("*.png")), "the example writes a mask"
+
+
+def test_keyframes_run_the_segmenter_every_nth_frame_and_carry_scores_between(camvid: Path):
+    frames = [cv2.imread(str(path)) for path in sorted((camvid / "val").iterdir())[:7]]
+    with Pipeline(PipelineOptions(keyframes=3)) as pipeline:
+        results = [pipeline.segment(frame) for frame in frames]
+    assert [r.keyframe for r in results] == [True, False, False, True, False, False, True]
+    assert pipeline.keyframe_share() == pytest.approx(3 / 7)
+    assert all(r.labels.shape == frames[0].shape[:2] for r in results)
+    carried = [r for r in results if not r.keyframe]
+    assert max(r.timings_ms["segment"] for r in carried) < min(r.timings_ms["segment"] for r in results if r.keyframe)
+
+
+def test_a_cut_forces_a_keyframe(camvid: Path, vtest: Path):
+    street = cv2.imread(str(sorted((camvid / "val").iterdir())[0]))
+    plaza = cv2.resize(cv2.VideoCapture(str(vtest)).read()[1], (480, 360))
+    with Pipeline(PipelineOptions(keyframes=10)) as pipeline:
+        flags = [pipeline.segment(frame).keyframe for frame in (street, street, plaza)]
+    assert flags == [True, False, True]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (PipelineOptions(keyframes=0), "whole number 1 or more"),
+    (PipelineOptions(keyframes="often"), "whole number 1 or more"),
+    (PipelineOptions(keyframes="auto", refiner=None), "need ordered frames .* and a temporal refiner"),
+    (PipelineOptions(keyframes=2, mode="image"), "need ordered frames"),
+])
+def test_keyframes_that_cannot_work_are_refused(options, message):
+    with pytest.raises(PipelineError, match=message):
+        Pipeline(options)

@@ -97,3 +97,10 @@ def resolve_model_path(model: str | None) -> str:
     if path is None:
         raise ModelError("no default model ships in this build; pass --model PATH to a .tflite segmenter")
     return str(path)
+
+
+def keyframes_option(func: Callable) -> Callable:
+    """--keyframes auto|N, shared by stream, eval and annotate."""
+    return click.option("--keyframes", default="1", show_default=True, metavar="auto|N",
+                        help="Run the segmenter on every Nth frame, or 'auto' when the flow stops following the "
+                             "scene; between keyframes the temporal refiner carries the scores along the flow.")(func)

@@ -14,6 +14,7 @@ from segrefine_edge.cli.options import (
     FiniteRange,
     contract_options,
     contract_overrides,
+    keyframes_option,
     runtime_options,
     temporal_blend_option,
 )
@@ -72,6 +73,7 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
               "with the default model; none with another --model).")
 @click.option("--no-refiner", is_flag=True, help="Switch the refine stage off (identity).")
 @temporal_blend_option
+@keyframes_option
 @runtime_options
 @contract_options
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
@@ -95,7 +97,7 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
               help="Live sources: seconds to wait for the first frame.")
 @click.option("--stall-timeout", type=FiniteRange(0, min_open=True), default=5.0, show_default=True,
               help="Live sources: seconds without a frame before the stream counts as stalled.")
-def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, runtime, delegate, threads, labels_file, palette_file,
+def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, keyframes, runtime, delegate, threads, labels_file, palette_file,
            input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
            classes, ignore_class, loop, max_frames, duration, stats_json, quiet, reconnect, open_timeout,
            stall_timeout) -> None:
@@ -108,7 +110,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
     uri = _source_uri(input_uri, camera, video)
     options = PipelineOptions(model=model, refiner="none" if no_refiner else (refiner or DEFAULT_REFINER),
                               mode="video", runtime=runtime, delegate=delegate, threads=threads,
-                              temporal_blend=temporal_blend,
+                              temporal_blend=temporal_blend, keyframes=keyframes,
                               contract_overrides=contract_overrides(labels_file, palette_file, input_range,
                                                                     color_order, output_kind))
     policy = LivePolicy(open_timeout=open_timeout, stall_timeout=stall_timeout, reconnects=reconnect)
@@ -125,7 +127,8 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
         timer = StageTimer()
 
         def summary() -> dict:
-            return {**timer.summary(), **source.counters(), "model": str(pipeline.segmenter.backend.path),
+            return {**timer.summary(), **source.counters(), "keyframe_share": pipeline.keyframe_share(),
+                    "model": str(pipeline.segmenter.backend.path),
                     "backend": pipeline.segmenter.backend.describe(), "refiner": pipeline.refiner.name}
 
         context = SinkContext(source.fps, source.size, renderer.output_size(source.size), contract.palette_array(),
