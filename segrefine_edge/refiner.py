@@ -107,7 +107,9 @@ class TFLiteRefiner:
     probabilities instead, as in training. Its output is then blended with that pulled
     previous output (``blend`` of it, an exponential moving average along the flow): the
     model decides where the previous mask is wrong, the average removes the frame-to-frame
-    jitter that is left.
+    jitter that is left. Both are gated per pixel by how well the flow explains the frame
+    (``motion.flow_trust``), and a frame the flow cannot follow starts a new sequence, so a cut
+    or frames far apart never inherit a stale mask.
     """
 
     def __init__(self, path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2,
