@@ -16,42 +16,41 @@ WORD_BITS = 8
 RUN_FIELDS = (3, 4, 8, 16)          # Label Studio's own choice of length-field sizes
 
 
-class _Bits:
-    def __init__(self) -> None:
-        self.bits: list[int] = []
-
-    def write(self, value: int, width: int) -> None:
-        self.bits.extend((value >> shift) & 1 for shift in range(width - 1, -1, -1))
-
-    def to_bytes(self) -> list[int]:
-        padded = self.bits + [0] * (-len(self.bits) % 8)
-        return np.packbits(np.asarray(padded, np.uint8)).tolist()
+def _pack(fields: list[tuple[np.ndarray, np.ndarray]]) -> list[int]:
+    """(values, widths) pairs, in order, as one bit stream, MSB first, padded to whole bytes."""
+    values = np.concatenate([v for v, _ in fields]).astype(np.int64)
+    widths = np.concatenate([w for _, w in fields]).astype(np.int64)
+    starts = np.cumsum(widths) - widths
+    total = int(widths.sum())
+    owner = np.repeat(np.arange(len(widths)), widths)
+    shift = widths[owner] - 1 - (np.arange(total) - starts[owner])
+    bits = ((values[owner] >> shift) & 1).astype(np.uint8)
+    return np.packbits(bits).tolist()      # packbits pads the last byte with zeros
 
 
 def encode(mask: np.ndarray) -> list[int]:
-    """The brush RLE of a boolean HxW ``mask``."""
-    flat = np.repeat(np.where(mask.ravel(), 255, 0).astype(np.uint8), 4)
-    out = _Bits()
-    out.write(flat.size, 32)
-    out.write(WORD_BITS - 1, 5)
-    for size in RUN_FIELDS:
-        out.write(size - 1, 4)
-    longest = 1 << RUN_FIELDS[-1]
-    change = np.flatnonzero(np.diff(flat)) + 1
+    """The brush RLE of a boolean HxW ``mask`` (vectorised: a 768x576 mask in a few ms)."""
+    pixels = mask.ravel().astype(np.int8)
+    change = np.flatnonzero(np.diff(pixels)) + 1
     starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [flat.size]])
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        value = int(flat[start])
-        remaining = end - start
-        while remaining:
-            run = min(remaining, longest)
-            field = next(i for i, size in enumerate(RUN_FIELDS) if run - 1 < (1 << size))
-            out.write(1, 1)
-            out.write(field, 2)
-            out.write(run - 1, RUN_FIELDS[field])
-            out.write(value, WORD_BITS)
-            remaining -= run
-    return out.to_bytes()
+    lengths = 4 * np.diff(np.concatenate([starts, [pixels.size]]))       # RGBA: each pixel four times
+    values = np.where(pixels[starts] > 0, 255, 0)
+    longest = 1 << RUN_FIELDS[-1]
+    pieces = np.where(lengths > longest, -(-lengths // longest), 1)          # runs split to fit the widest field
+    run_values = np.repeat(values, pieces)
+    run_lengths = np.repeat(lengths, pieces)
+    first_of_run = np.cumsum(pieces) - pieces
+    piece_index = np.arange(len(run_values)) - np.repeat(first_of_run, pieces)
+    run_lengths = np.minimum(run_lengths - piece_index * longest, longest)
+    limits = np.array([1 << size for size in RUN_FIELDS])
+    field = np.argmax((run_lengths[:, None] - 1) < limits[None, :], axis=1)
+    field_bits = np.array(RUN_FIELDS)[field]
+    n = len(run_values)
+    per_run = np.stack([np.ones(n, np.int64), field, run_lengths - 1, run_values], axis=1).ravel()
+    per_width = np.stack([np.ones(n, np.int64), np.full(n, 2), field_bits, np.full(n, WORD_BITS)], axis=1).ravel()
+    header_values = np.array([4 * pixels.size, WORD_BITS - 1, *[size - 1 for size in RUN_FIELDS]])
+    header_widths = np.array([32, 5, 4, 4, 4, 4])
+    return _pack([(header_values, header_widths), (per_run, per_width)])
 
 
 def decode(rle: list[int], shape: tuple[int, int]) -> np.ndarray:
