@@ -44,9 +44,9 @@ def contract_options(func: Callable) -> Callable:
                         help="Colour order the model expects.")(func)
     func = click.option("--input-range", type=click.Choice(tuple(INPUT_RANGES)), default=None,
                         help="Float input range the model expects (0-255 pixels are scaled to it).")(func)
-    func = click.option("--palette", "palette_file", type=click.Path(dir_okay=False), default=None,
+    func = click.option("--palette", type=click.Path(dir_okay=False), default=None,
                         help="JSON list of [r, g, b] colours, one per class.")(func)
-    func = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+    func = click.option("--labels", type=click.Path(dir_okay=False), default=None,
                         help="Text file with one class name per line.")(func)
     return func
 

@@ -77,8 +77,8 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @runtime_options
 @contract_options
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
-@click.option("--out", "out_video", default=None, help="Write the rendered view to this video (.mp4/.avi).")
-@click.option("--masks", "masks_dir", default=None, help="Write a palette PNG of class indices per frame here.")
+@click.option("--out", default=None, help="Write the rendered view to this video (.mp4/.avi).")
+@click.option("--masks", default=None, help="Write a palette PNG of class indices per frame here.")
 @click.option("--view", type=click.Choice(VIEWS), default="overlay", show_default=True)
 @click.option("--alpha", type=FiniteRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--legend/--no-legend", default=True, show_default=True)
@@ -97,8 +97,8 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
               help="Live sources: seconds to wait for the first frame.")
 @click.option("--stall-timeout", type=FiniteRange(0, min_open=True), default=5.0, show_default=True,
               help="Live sources: seconds without a frame before the stream counts as stalled.")
-def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, keyframes, runtime, delegate, threads, labels_file, palette_file,
-           input_range, color_order, output_kind, display, out_video, masks_dir, view, alpha, legend, hud,
+def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, keyframes, runtime, delegate, threads, labels, palette,
+           input_range, color_order, output_kind, display, out, masks, view, alpha, legend, hud,
            classes, ignore_class, loop, max_frames, duration, stats_json, quiet, reconnect, open_timeout,
            stall_timeout) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
@@ -111,7 +111,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
     options = PipelineOptions(model=model, refiner="none" if no_refiner else (refiner or DEFAULT_REFINER),
                               mode="video", runtime=runtime, delegate=delegate, threads=threads,
                               temporal_blend=temporal_blend, keyframes=keyframes,
-                              contract_overrides=contract_overrides(labels_file, palette_file, input_range,
+                              contract_overrides=contract_overrides(labels, palette, input_range,
                                                                     color_order, output_kind))
     policy = LivePolicy(open_timeout=open_timeout, stall_timeout=stall_timeout, reconnects=reconnect)
     with Pipeline(options) as pipeline, (LoopingSource(uri) if loop else open_source(uri, policy)) as source:
@@ -133,7 +133,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
 
         context = SinkContext(source.fps, source.size, renderer.output_size(source.size), contract.palette_array(),
                               contract.labels, summary, tuple(source.inputs()))
-        wanted = [(out_video, "video"), (masks_dir, "masks"), (stats_json, "stats"),
+        wanted = [(out, "video"), (masks, "masks"), (stats_json, "stats"),
                   ("display" if (display_available() if display is None else display) else None, "display")]
         outputs = Outputs(renderer=renderer, hud=hud)
         try:
