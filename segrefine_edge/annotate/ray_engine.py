@@ -13,6 +13,7 @@ Point it at a cluster with ``RAY_ADDRESS`` (``ray start --head`` on one machine,
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +85,8 @@ def run_ray(job: JobFolder, plans: list[InputPlan], options: PipelineOptions, wi
                  configure_logging=False)
     items = [{"video": plan.video, "uri": plan.uri, "fps": plan.fps, "frames": plan.chunks()[n], "chunk": n,
               "mode": plan.mode()} for plan, n in todo]
-    fields = {k: v for k, v in options.__dict__.items() if k != "contract_overrides"}
+    # plain values an actor can rebuild the options from (annotate sets no contract overrides)
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "contract_overrides"}
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ChunkWorker, fn_constructor_args=(str(job.path), job.spec, fields, with_images), batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor)

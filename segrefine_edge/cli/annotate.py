@@ -3,6 +3,7 @@ formats labelling tools import, ranked by how much a human is needed; resumable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -96,7 +97,7 @@ def annotate(inputs, out_dir, formats_wanted, every, sample_fps, scenes, max_gap
     started = time.monotonic()
 
     def make_pipeline(mode: str) -> Pipeline:
-        return Pipeline(PipelineOptions(**{**options.__dict__, "mode": mode}))
+        return Pipeline(dataclasses.replace(options, mode=mode))
 
     def progress(report: JobReport, total: int) -> None:
         if not quiet and sys.stderr.isatty():
