@@ -135,6 +135,21 @@ def embed_metadata(tflite: bytes, metadata: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def attach_contract(source: Path, target: Path) -> None:
+    """Append ``source``'s embedded contract to ``target`` (replacing one it already carries),
+    atomically; ModelError when ``source`` has none or ``target`` is no TFLite model."""
+    from segrefine_edge.backend import read_model_bytes
+    from segrefine_edge.pngio import write_atomic
+
+    meta = read_embedded_metadata(source)
+    if meta is None:
+        raise ModelError(f"{source} carries no model contract to copy; pass the model `convert` wrote")
+    data = read_model_bytes(target)
+    end = data.rfind(b"PK\x03\x04")
+    graph = data[:end] if end > 0 and _zip_member(data, METADATA_NAME, target) is not None else data
+    write_atomic(target, embed_metadata(graph, meta))
+
+
 def _parse_metadata(raw: bytes, origin: Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw)

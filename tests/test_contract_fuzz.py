@@ -82,3 +82,26 @@ def test_deeply_nested_json_is_refused(tmp_path: Path, model_bytes: bytes):
     with zipfile.ZipFile(buffer, "a") as archive:
         archive.writestr(METADATA_NAME, "[" * 100_000 + "]" * 100_000)
     assert _read(tmp_path, buffer.getvalue()) == "refused"
+
+
+def test_attach_contract_restores_what_edgetpu_compiler_drops(tmp_path: Path, model_bytes: bytes):
+    """compile.sh copies the ready model's contract onto the compiled one, replacing any it has."""
+    import subprocess
+    import sys
+
+    ready = tmp_path / "m_edgetpu-ready.tflite"
+    ready.write_bytes(model_bytes)
+    compiled = tmp_path / "m_edgetpu.tflite"
+    compiled.write_bytes(_graph(model_bytes))                 # what the compiler leaves: the graph alone
+    code = "import sys; sys.modules['tensorflow'] = None\nfrom segrefine_edge.cli import run\nrun()"
+    for _ in range(2):                                          # a second time replaces, never stacks
+        result = subprocess.run([sys.executable, "-c", code, "convert", "attach-contract", str(ready), str(compiled)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    assert read_embedded_metadata(compiled) == read_embedded_metadata(ready)
+    assert compiled.read_bytes().count(b"metadata.json") == ready.read_bytes().count(b"metadata.json")
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(_graph(model_bytes))
+    refused = subprocess.run([sys.executable, "-c", code, "convert", "attach-contract", str(bare), str(compiled)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "carries no model contract" in refused.stderr

@@ -36,4 +36,6 @@ final="$out_dir/$(basename "${model%_edgetpu-ready.tflite}")_edgetpu.tflite"
 if [[ "$compiled" != "$final" ]]; then
     mv "$compiled" "$final"
 fi
+# edgetpu_compiler drops what convert appended: the model contract (classes, palette, input range)
+segrefine-edge convert attach-contract "$model" "$final"
 echo "compiled: $final"

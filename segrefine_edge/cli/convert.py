@@ -113,3 +113,15 @@ def check_edgetpu_command(model_path) -> None:
     click.echo(report.format())
     if report.findings and not report.compiled:
         sys.exit(1)
+
+
+@convert.command("attach-contract")
+@click.argument("source", metavar="SOURCE.tflite")
+@click.argument("target", metavar="TARGET.tflite")
+def attach_contract_command(source, target) -> None:
+    """Append SOURCE's model contract to TARGET: edgetpu_compiler rewrites a model without the
+    contract `convert` appended, so deploy/coral/compile.sh copies it from the ready model."""
+    from segrefine_edge.contract import attach_contract
+
+    attach_contract(Path(source), Path(target))
+    click.echo(f"contract of {Path(source).name} appended to {target}")
