@@ -138,8 +138,8 @@ def embed_metadata(tflite: bytes, metadata: dict[str, Any]) -> bytes:
 def attach_contract(source: Path, target: Path) -> None:
     """Append ``source``'s embedded contract to ``target`` (replacing one it already carries),
     atomically; ModelError when ``source`` has none or ``target`` is no TFLite model."""
+    from segrefine_edge.atomic import write_atomic
     from segrefine_edge.backend import read_model_bytes
-    from segrefine_edge.pngio import write_atomic
 
     meta = read_embedded_metadata(source)
     if meta is None:

@@ -7,29 +7,13 @@ opens as a colour image and reads back as labels (what CVAT, Label Studio and VO
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from segrefine_edge.errors import DatasetError, SinkError
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name and rename, so an interrupted run never leaves half a file.
-
-    A failed write (a full disk) removes the temporary file and raises SinkError in one line;
-    what was written before stays as it was.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SinkError(f"cannot write {path}: {exc.strerror or exc}; the files written before it are whole") from exc
+from segrefine_edge.atomic import write_atomic
+from segrefine_edge.errors import DatasetError
 
 
 def write_labels_png(path: Path, labels: np.ndarray, palette_rgb: np.ndarray) -> None:

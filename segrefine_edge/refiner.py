@@ -134,14 +134,14 @@ class TFLiteRefiner:
         self._pixels = pixel_mapping(self.contract, self._inputs["image"])
         self._previous: np.ndarray | None = None      # the last refined probabilities
         self._motion = FlowTracker(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        self._frame: tuple[np.ndarray, np.ndarray] | None = None   # the frame followed last, and its RGB copy
+        self._rgb: np.ndarray | None = None          # the frame followed last, at the refiner's size, RGB
         self._flow: np.ndarray | None = None
         self._followed: tuple[np.ndarray, np.ndarray] | None = None
-        self._last_scores: np.ndarray | None = None   # the last keyframe's scores, carried along the flow
+        self._last_scores: ScoreMap | None = None      # the last scores, real-valued, carried along the flow
         self._followed_this_frame = False             # follow() ran for the frame refine() gets next
 
     def reset(self) -> None:
-        self._previous = self._frame = self._flow = self._followed = self._last_scores = None
+        self._previous = self._rgb = self._flow = self._followed = self._last_scores = None
         self._followed_this_frame = False
         self._motion.reset()
 
@@ -172,14 +172,14 @@ class TFLiteRefiner:
         the share of the frame the flow explains, or None on a sequence's first frame or when too
         little of it can be followed (a cut, frames too far apart: the frame starts afresh)."""
         h, w = self.hw
-        rgb = cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
-        self._frame = (frame_bgr, rgb)
+        self._rgb = cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
         self._followed_this_frame = True
         self._followed = self._flow = None
-        flow, previous_gray = self._motion.flow_and_previous(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        gray = cv2.cvtColor(self._rgb, cv2.COLOR_RGB2GRAY)
+        flow, previous_gray = self._motion.flow_and_previous(gray)
         if flow is None or self._previous is None:
             return None
-        trust = flow_trust(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), previous_gray, flow, PHOTOMETRIC_TOLERANCE)
+        trust = flow_trust(gray, previous_gray, flow, PHOTOMETRIC_TOLERANCE)
         share = float(np.mean(trust > 0.5))
         if share < FOLLOWED_TO_CONTINUE:
             return None
@@ -192,18 +192,18 @@ class TFLiteRefiner:
         resolution), for a frame the segmenter skips; None when the motion was not followed."""
         if self._flow is None or self._last_scores is None:
             return None
-        values = self._last_scores
+        values = self._last_scores.values
         h, w = values.shape[:2]
         flow = cv2.resize(self._flow, (w, h), interpolation=cv2.INTER_LINEAR)
         flow *= np.float32(w / self._flow.shape[1])
-        self._last_scores = pull_back(values, flow, cv2.INTER_LINEAR)[0].reshape(values.shape)
-        return ScoreMap("logits", self._last_scores)
+        carried = pull_back(values, flow, cv2.INTER_LINEAR)[0].reshape(values.shape)
+        return ScoreMap(self._last_scores.kind, carried)
 
     def _segmenter_probabilities(self, scores: ScoreMap) -> np.ndarray:
         """What a first frame gets as its previous mask: the segmenter's probabilities (of its
-        resized scores, as in training)."""
+        resized real-valued scores, as in training)."""
         h, w = self.hw
-        resized = cv2.resize(scores.real(), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        resized = cv2.resize(scores.values, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         return ScoreMap(scores.kind, resized).probabilities()
 
     def refine(self, frame_bgr: np.ndarray, scores: ScoreMap) -> ScoreMap:
@@ -211,15 +211,16 @@ class TFLiteRefiner:
             self.follow(frame_bgr)
         self._followed_this_frame = False
         h, w = self.hw
-        rgb = self._frame[1] if self.temporal else cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
+        rgb = self._rgb if self.temporal else cv2.cvtColor(resize_image(frame_bgr, (h, w)), cv2.COLOR_BGR2RGB)
         scores_tensor, scores_name = self._scores_tensor(scores)
         feeds = {"image": pixels_to_tensor(rgb, self._pixels, self._inputs["image"]), scores_name: scores_tensor}
         followed = None
         if self.temporal:
             followed = self._followed
-            # what a frame the segmenter skips starts from (a keyframe's scores, or the ones carried here)
-            self._last_scores = scores.real().astype(np.float32, copy=False)
-            previous = self._segmenter_probabilities(scores)
+            # dequantised once: the first-frame previous mask, and what a frame the segmenter skips
+            # starts from (a keyframe's scores, or the ones carried here)
+            self._last_scores = ScoreMap(scores.kind, scores.real().astype(np.float32, copy=False))
+            previous = self._segmenter_probabilities(self._last_scores)
             if followed is not None:                 # the pulled mask where the flow holds, else the segmenter's
                 aligned, trust = followed
                 previous = trust * aligned + (1.0 - trust) * previous

@@ -18,9 +18,10 @@ import numpy as np
 from segrefine_edge.annotate.job import CHUNK_FRAMES, ChunkKey, JobFolder
 from segrefine_edge.annotate.review import classes_present, uncertain_share
 from segrefine_edge.annotate.sampling import Sampling, histogram, scene_frames
+from segrefine_edge.atomic import write_atomic
 from segrefine_edge.errors import SourceError
 from segrefine_edge.pipeline import Pipeline
-from segrefine_edge.pngio import write_atomic, write_labels_png
+from segrefine_edge.pngio import write_labels_png
 from segrefine_edge.sources import open_source
 from segrefine_edge.timing import StageTimer
 

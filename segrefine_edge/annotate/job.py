@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segrefine_edge.atomic import write_atomic
 from segrefine_edge.errors import SegrefineError
-from segrefine_edge.pngio import write_atomic
 
 JOB_VERSION = 1
 CHUNK_FRAMES = 32        # sampled frames per chunk: a kill loses at most this much work

@@ -17,10 +17,10 @@ from segrefine_edge.annotate.formats.base import ExportJob
 from segrefine_edge.annotate.job import CHUNK_FRAMES, JobFolder, file_hash
 from segrefine_edge.annotate.review import review_csv
 from segrefine_edge.annotate.sampling import Sampling
+from segrefine_edge.atomic import write_atomic
 from segrefine_edge.cli.options import FiniteRange, runtime_options, temporal_blend_option
 from segrefine_edge.errors import SegrefineError, SourceError
 from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
-from segrefine_edge.pngio import write_atomic
 from segrefine_edge.sinks import check_not_an_input, check_writable_dir
 from segrefine_edge.sources import open_source, redact
 

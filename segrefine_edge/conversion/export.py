@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+from segrefine_edge.atomic import write_atomic
 from segrefine_edge.contract import embed_metadata
 from segrefine_edge.conversion.edge_graph import ArgMaxLabels, edge_friendly
 from segrefine_edge.conversion.quantize import (
@@ -19,7 +20,6 @@ from segrefine_edge.conversion.quantize import (
 from segrefine_edge.conversion.source import ExportSource, fuse_refiner, load_source
 from segrefine_edge.conversion.validate import Validation, validate
 from segrefine_edge.datasets import dataset_classes
-from segrefine_edge.pngio import write_atomic
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from segrefine_edge.pngio import write_atomic
+from segrefine_edge.atomic import write_atomic
 from segrefine_edge.sinks.base import ClosingSink, SinkContext, SinkItem, check_output_file
 
 KIND = "stats"

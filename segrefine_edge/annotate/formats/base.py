@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segrefine_edge.pngio import read_labels, write_atomic
+from segrefine_edge.atomic import write_atomic
+from segrefine_edge.pngio import read_labels
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)     # fixed, so a resumed job's zip is byte-identical
 

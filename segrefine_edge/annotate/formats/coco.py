@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from segrefine_edge.annotate.formats.base import ExportJob
+from segrefine_edge.atomic import write_atomic
 from segrefine_edge.errors import MissingExtraError
-from segrefine_edge.pngio import write_atomic
 
 NAME = "coco"
 NEEDS_IMAGES = True

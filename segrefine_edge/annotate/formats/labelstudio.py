@@ -20,7 +20,7 @@ import numpy as np
 
 from segrefine_edge.annotate import brush_rle
 from segrefine_edge.annotate.formats.base import ExportJob
-from segrefine_edge.pngio import write_atomic
+from segrefine_edge.atomic import write_atomic
 
 NAME = "labelstudio"
 NEEDS_IMAGES = True

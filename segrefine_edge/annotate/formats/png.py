@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from segrefine_edge.annotate.formats.base import ExportJob, frame_name, labelmap
-from segrefine_edge.pngio import write_atomic
+from segrefine_edge.atomic import write_atomic
 
 NAME = "png"
 
