@@ -8,7 +8,7 @@ import pytest
 
 from segrefine_edge.datasets import Pair
 from segrefine_edge.errors import SegrefineError
-from segrefine_edge.training.folds import fold_of, without_fold
+from segrefine_edge.training.folds import fold_of, split_by_sequence, without_fold
 
 
 def _pairs(names: list[str]) -> list[Pair]:
@@ -33,3 +33,18 @@ def test_a_fold_run_trains_on_every_other_fold():
 def test_a_fold_that_does_not_exist_is_one_line(folds: int, held_out: int):
     with pytest.raises(SegrefineError, match="does not exist; set folds >= 2"):
         without_fold(_pairs(["A_000.png"]), folds, held_out)
+
+
+def test_a_held_out_sequence_is_taken_from_every_split_whole():
+    train = _pairs(["A_000.png", "A_001.png", "B_000.png"])
+    val = _pairs(["B_100.png", "C_000.png"])
+    training, held_out = split_by_sequence([train, val], "B")
+    assert [p.image.name for p in held_out] == ["B_000.png", "B_100.png"]
+    assert [p.image.name for p in training] == ["A_000.png", "A_001.png", "C_000.png"]
+
+
+def test_an_unknown_or_only_sequence_is_one_line():
+    with pytest.raises(SegrefineError, match="'Z' names no image; the sequences here are A, B"):
+        split_by_sequence([_pairs(["A_000.png", "B_000.png"])], "Z")
+    with pytest.raises(SegrefineError, match="leaves nothing to train on"):
+        split_by_sequence([_pairs(["A_000.png"])], "A")

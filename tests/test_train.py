@@ -139,6 +139,24 @@ def test_bad_inputs(tiny_camvid: Path, tmp_path: Path):
     assert not (tmp_path / "c" / "config.json").exists()          # a failed start leaves no run behind
 
 
+def test_the_held_out_sequence_protocol_scores_that_drive_and_keeps_the_last_epoch(tiny_camvid: Path,
+                                                                                  tmp_path: Path):
+    """Under the protocol nothing is chosen on the held-out drive: the kept record is the last epoch's,
+    whatever it scored; the drive comes out of val as well as train."""
+    out = tmp_path / "run"
+    result = _train(tiny_camvid, out, "--epochs", "2", "--set", "held_out_sequence=0016E5",
+                    "--set", "augment.capture=0.5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2] and all("val_miou" not in h for h in history)
+    assert json.loads((out / "best.json").read_text()) == history[-1]
+    assert "held-out 0016E5 mIoU" in result.stdout
+    unknown = _train(tiny_camvid, tmp_path / "u", "--set", "held_out_sequence=Seq05VD")
+    assert "'Seq05VD' names no image; the sequences here are 0001TP, 0016E5" in _error_line(unknown)
+    both = _train(tiny_camvid, tmp_path / "b", "--set", "held_out_sequence=0016E5", "--set", "folds=2")
+    assert "set one of them" in _error_line(both)
+
+
 def _free_ports(count: int) -> list[int]:
     import socket
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import click
 
@@ -31,7 +32,8 @@ def train() -> None:
                    "over the machines named in TF_CONFIG (run the same command on each).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_weights, strategy, resume) -> None:
-    """Train DeepLabv3+ (MobileNetV2) and keep the best checkpoint by val mIoU."""
+    """Train DeepLabv3+ (MobileNetV2) and keep the best checkpoint by val mIoU (with --set
+    held_out_sequence=NAME: train on every other drive, score that one, keep the last epoch)."""
     require_tensorflow("train")
     from segrefine_edge.training.config import TrainConfig, apply_overrides, load_config
     from segrefine_edge.training.segmenter_loop import train_segmenter
@@ -41,9 +43,13 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
     settings = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     config = apply_overrides(config, [*settings, *overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    best = train_segmenter(config, run_dir, resume=resume)
-    click.echo(f"best val mIoU {best.get('val_miou', float('nan')):.4f} at epoch {best.get('epoch')}; "
-               f"weights in {run_dir}/best.weights.h5")
+    kept = train_segmenter(config, run_dir, resume=resume)
+    if config.held_out_sequence:
+        click.echo(f"held-out {config.held_out_sequence} mIoU {kept.get('held_out_miou', float('nan')):.4f} at the "
+                   f"last epoch ({kept.get('epoch')}); weights in {run_dir}/best.weights.h5")
+    else:
+        click.echo(f"best val mIoU {kept.get('val_miou', float('nan')):.4f} at epoch {kept.get('epoch')}; "
+                   f"weights in {run_dir}/best.weights.h5")
 
 
 @train.command("refiner")
@@ -83,3 +89,27 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
     click.echo(f"best at step {best.get('step')}: val mIoU {best.get('segmenter_miou', 0):.4f} -> "
                f"{best.get('refined_miou', 0):.4f}, Boundary F {best.get('segmenter_boundary_f', 0):.4f} -> "
                f"{best.get('refined_boundary_f', 0):.4f}; weights in {run_dir}/best.weights.h5")
+
+
+@train.command("protocol")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--json", "json_path", default=None, help="Write every recipe's figures as JSON.")
+def protocol(runs, json_path) -> None:
+    """Compare recipes under the held-out-sequence protocol: the mean held-out mIoU of each recipe
+    over the sequences left out, and the spread between seeds (RUNS: segmenter runs trained with
+    --set held_out_sequence=NAME; runs that differ only in seed and sequence are one recipe)."""
+    require_tensorflow("train")
+    from segrefine_edge.datasets import read_class_info
+    from segrefine_edge.sinks import check_output_file
+    from segrefine_edge.training.protocol import collect, format_recipes
+    from segrefine_edge.training.run_folder import read_run_config
+
+    if json_path:
+        check_output_file(json_path, "--json")
+    recipes = collect(list(runs))
+    info = read_class_info(read_run_config(runs[0]).get("data", ""))
+    click.echo(format_recipes(recipes, info.names if info else None))
+    if json_path:
+        from segrefine_edge.atomic import write_atomic
+
+        write_atomic(Path(json_path), json.dumps([r.summary() for r in recipes], indent=1).encode())

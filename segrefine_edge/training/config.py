@@ -48,6 +48,10 @@ class TrainConfig:
     # outputs on that fold are a refiner's training inputs from unseen images
     folds: int = 1
     held_out: int = 0
+    # The generalization protocol (train/folds.py): train and val pooled, this sequence (e.g. 0006R0)
+    # left out whole and scored every epoch as ``held_out_miou``. Nothing is selected on it: the
+    # last epoch's weights are the ones kept.
+    held_out_sequence: str | None = None
 
 
 def _from_dict(cls: type, values: dict[str, Any]):

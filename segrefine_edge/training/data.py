@@ -86,6 +86,55 @@ class AugmentConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.03
+    # What differs between drives rather than within one (issue 22): the chance that each of
+    # exposure and gamma (dusk, low light), white balance, motion blur, sensor noise and JPEG
+    # is applied to a crop. 0 is the shipped recipe.
+    capture: float = 0.0
+
+
+BLUR_TAPS = 9   # the longest motion streak, in pixels of the training crop
+
+
+def _motion_blur(image: tf.Tensor) -> tf.Tensor:
+    """A straight streak of random length (1 to BLUR_TAPS pixels) and angle, edge-padded."""
+    half = BLUR_TAPS // 2
+    length = tf.random.uniform([], 1.0, float(BLUR_TAPS))
+    angle = tf.random.uniform([], 0.0, np.pi)
+    y, x = tf.meshgrid(tf.range(-half, half + 1, dtype=tf.float32), tf.range(-half, half + 1, dtype=tf.float32),
+                       indexing="ij")
+    along = tf.cos(angle) * x + tf.sin(angle) * y
+    across = -tf.sin(angle) * x + tf.cos(angle) * y
+    kernel = tf.cast((tf.abs(across) < 0.5) & (tf.abs(along) <= length / 2), tf.float32)
+    kernel = kernel / tf.reduce_sum(kernel)
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+    padded = tf.pad(image[None], [[0, 0], [half, half], [half, half], [0, 0]], mode="SYMMETRIC")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")[0]
+
+
+def _maybe(chance: float, change, image: tf.Tensor) -> tf.Tensor:
+    return tf.cond(tf.random.uniform([]) < chance, lambda: change(image), lambda: image)
+
+
+def _capture(image: tf.Tensor, chance: float) -> tf.Tensor:
+    """Camera and light differences on an RGB image in [0, 1], each with probability ``chance``."""
+    def exposure(x):     # from one and a half stops under (dusk) to half a stop over, then a gamma
+        gain = tf.pow(2.0, tf.random.uniform([], -1.5, 0.5))
+        return tf.pow(tf.clip_by_value(x * gain, 0.0, 1.0), tf.random.uniform([], 0.75, 1.35))
+
+    def white_balance(x):   # warm to cool light: red and blue gains against green
+        gains = tf.stack([tf.random.uniform([], 0.8, 1.2), 1.0, tf.random.uniform([], 0.8, 1.2)])
+        return tf.clip_by_value(x * gains, 0.0, 1.0)
+
+    def noise(x):   # shot-like noise: stronger in the dark, as a small sensor's is
+        sigma = tf.random.uniform([], 0.005, 0.04)
+        return tf.clip_by_value(x + tf.random.normal(tf.shape(x)) * sigma * tf.sqrt(x + 0.02), 0.0, 1.0)
+
+    def jpeg(x):
+        return tf.image.random_jpeg_quality(x, 30, 95)
+
+    for change in (exposure, white_balance, _motion_blur, noise, jpeg):
+        image = _maybe(chance, change, image)
+    return image
 
 
 def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int):
@@ -108,7 +157,10 @@ def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int):
     image = tf.image.random_contrast(image, 1 - cfg.contrast, 1 + cfg.contrast)
     image = tf.image.random_saturation(image, 1 - cfg.saturation, 1 + cfg.saturation)
     image = tf.image.random_hue(image, cfg.hue)
-    image = tf.clip_by_value(image, 0.0, 1.0) * 255.0
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    if cfg.capture > 0:
+        image = _capture(image, cfg.capture)
+    image = image * 255.0
     return image, tf.cast(mask, tf.int32)
 
 

@@ -20,7 +20,7 @@ from segrefine_edge.training.averaging import averaged_weights, check_momentum, 
 from segrefine_edge.training.config import TrainConfig, config_to_dict
 from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split, training_dataset
 from segrefine_edge.training.deeplab import SegmenterConfig, build_segmenter
-from segrefine_edge.training.folds import without_fold
+from segrefine_edge.training.folds import split_by_sequence, without_fold
 from segrefine_edge.training.losses import segmentation_loss
 from segrefine_edge.training.run_folder import RunFolder, restore_latest
 
@@ -74,42 +74,61 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
 
 
 class _EpochEnd:
-    """After each epoch (chief only): val mIoU with the project's metric, history line, best weights."""
+    """After each epoch (chief only): mIoU with the project's metric, history line, kept weights.
 
-    def __init__(self, folder: RunFolder, eval_model: keras.Model, val: DecodedSplit, num_classes: int,
-                 void: int) -> None:
-        self.folder, self.eval_model, self.val = folder, eval_model, val
-        self.num_classes, self.void = num_classes, void
+    ``key`` names the score: ``val_miou`` (the best epoch is kept) or, under the held-out-sequence
+    protocol, ``held_out_miou`` (the last epoch is kept: choosing an epoch on the held-out drive
+    would flatter it exactly as val flattered the recipe).
+    """
+
+    def __init__(self, folder: RunFolder, eval_model: keras.Model, scored: DecodedSplit, num_classes: int,
+                 void: int, key: str = "val_miou") -> None:
+        self.folder, self.eval_model, self.scored = folder, eval_model, scored
+        self.num_classes, self.void, self.key = num_classes, void, key
         self.writer = folder.tensorboard()
 
     def _score(self, weights: list[np.ndarray]) -> SplitScorer:
         self.eval_model.set_weights(weights)
-        return evaluate_split(self.eval_model, self.val, self.num_classes, self.void)
+        return evaluate_split(self.eval_model, self.scored, self.num_classes, self.void)
 
     def __call__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, epoch: int, loss: float,
                  seconds: float) -> None:
         record: dict = {"epoch": epoch, "loss": loss}
         if optimizer.use_ema:
             # the raw weights' score beside the averaged one's: the same run shows what averaging adds
-            record["val_miou_raw"] = self._score(model.get_weights()).miou()
+            record[f"{self.key}_raw"] = self._score(model.get_weights()).miou()
         cm = self._score(averaged_weights(model, optimizer))
         miou = cm.miou()
         record |= {
-            "val_miou": miou,
-            "val_iou": [None if np.isnan(v) else float(v) for v in cm.iou()],
+            self.key: miou,
+            self.key.replace("miou", "iou"): [None if np.isnan(v) else float(v) for v in cm.iou()],
             "seconds": round(seconds, 1),
         }
         self.folder.append_history(record)
         with self.writer.as_default(step=epoch):
             tf.summary.scalar("loss", loss)
-            tf.summary.scalar("val_miou", miou)
-        self.folder.keep_if_best(record, lambda r: r["val_miou"], self.eval_model.save_weights)
-        log.info("epoch %d loss %.4f val mIoU %.4f (best %.4f)", epoch, loss, miou,
-                 self.folder.best_record()["val_miou"])
+            tf.summary.scalar(self.key, miou)
+        rank = (lambda r: r["epoch"]) if self.key == "held_out_miou" else (lambda r: r[self.key])
+        self.folder.keep_if_best(record, rank, self.eval_model.save_weights)
+        log.info("epoch %d loss %.4f %s %.4f (kept: epoch %d)", epoch, loss, self.key, miou,
+                 self.folder.best_record()["epoch"])
+
+
+def _training_and_scored_pairs(config: TrainConfig) -> tuple[list, list, str]:
+    """What the run trains on, what it scores each epoch, and the name of that score."""
+    if config.held_out_sequence is None:
+        train_pairs = without_fold(find_pairs(config.data, config.train_split), config.folds, config.held_out)
+        return train_pairs, find_pairs(config.data, config.val_split), "val_miou"
+    if config.folds > 1:
+        raise SegrefineError("held_out_sequence and folds > 1 both leave images out; set one of them")
+    pools = [find_pairs(config.data, config.train_split), find_pairs(config.data, config.val_split)]
+    train_pairs, held_out = split_by_sequence(pools, config.held_out_sequence)
+    return train_pairs, held_out, "held_out_miou"
 
 
 def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) -> dict:
-    """Train, keeping ``best.weights.h5`` (by val mIoU) and resumable checkpoints in ``run``."""
+    """Train, keeping ``best.weights.h5`` (the best epoch by val mIoU, or under the held-out-sequence
+    protocol the last) and resumable checkpoints in ``run``."""
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     folder = RunFolder(run, "segmenter", config_to_dict(config))
@@ -126,9 +145,9 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
     num_classes = config.model.num_classes
-    train_pairs = without_fold(find_pairs(config.data, config.train_split), config.folds, config.held_out)
+    train_pairs, scored_pairs, score_key = _training_and_scored_pairs(config)
     train = decode_split(train_pairs, num_classes, void)
-    val = decode_split(find_pairs(config.data, config.val_split), num_classes, void)
+    val = decode_split(scored_pairs, num_classes, void)
     if config.val_limit:
         val = DecodedSplit(val.images[: config.val_limit], val.masks[: config.val_limit], val.skipped)
     weights = class_weights(train, num_classes, config.class_weighting)
@@ -151,7 +170,8 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     loss_fn = segmentation_loss(num_classes, weights, config.ohem_fraction, config.lovasz_weight)
     manager = folder.checkpoints(tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var), checkpoints)
     restore_latest(manager, resume)
-    epoch_end = _EpochEnd(folder, build_segmenter(config.model, config.eval_hw), val, num_classes, void) if chief else None
+    epoch_end = (_EpochEnd(folder, build_segmenter(config.model, config.eval_hw), val, num_classes, void, score_key)
+                 if chief else None)
     batches = iter(strategy.distribute_datasets_from_function(
         lambda ctx: training_dataset(train, config.augment, ctx.get_per_replica_batch_size(config.batch), void,
                                      config.seed + ctx.input_pipeline_id)))
