@@ -24,6 +24,7 @@ from segrefine_edge.litert_gpu import CompiledGpuRunner, accelerator_installed
 from segrefine_edge.native import library_present
 
 RUNTIMES = ("litert", "tflite-runtime", "tensorflow")
+ONNX_RUNTIMES = ("onnxruntime", "tensorrt")      # for .onnx models (onnx_backend.py)
 DELEGATES = ("auto", "cpu", "gpu", "edgetpu")
 _RUNTIME_MODULES = {
     "litert": "ai_edge_litert.interpreter",
@@ -190,6 +191,12 @@ class Backend:
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return ModelError(f"{self.path.name} could not be loaded by runtime '{self.runtime}': {first}")
 
+    def embedded_metadata(self) -> dict[str, Any] | None:
+        """The contract `convert` appended to the model (or its .json sidecar)."""
+        from segrefine_edge.contract import read_embedded_metadata
+
+        return read_embedded_metadata(self.path)
+
     def set_input(self, index: int, value: np.ndarray) -> None:
         if self.gpu_runner is not None:
             self.gpu_runner.set_input(index, value)
@@ -234,13 +241,18 @@ def cpu_twin(path: Path) -> Path | None:
     return None
 
 
-def open_backend(path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2) -> Backend:
+def open_backend(path: str | Path, runtime: str = "auto", delegate: str = "auto", threads: int = 2):
     """Open a model; with ``delegate='auto'``, fall back to the CPU (saying so once) where that is possible.
 
     An EdgeTPU-compiled model without a TPU falls back to its CPU twin; a float model tries the
     GPU first and runs on the CPU when there is none; int8 models take the GPU only when asked.
+    ONNX models go to onnxruntime, or to TensorRT with ``runtime='tensorrt'``.
     """
+    from segrefine_edge.onnx_backend import is_onnx_path, open_onnx_backend
+
     path = Path(path)
+    if is_onnx_path(path) or runtime in ONNX_RUNTIMES:
+        return open_onnx_backend(path, runtime, delegate, threads)
     if delegate != "auto":
         return Backend(path, runtime, delegate, threads)
     try:

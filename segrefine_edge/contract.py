@@ -262,7 +262,7 @@ def resolve_contract(backend: Backend, overrides: dict[str, Any] | None = None) 
         labels = _embedded_labels(backend.path)
         if labels and contract.output_kind == "sigmoid" and len(labels) == 1:
             contract.labels = ["background", *labels]
-    meta = read_embedded_metadata(backend.path)
+    meta = backend.embedded_metadata()
     if meta:
         apply_fields(contract, meta, "metadata")
     if overrides:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from segrefine_edge.backend import DELEGATES, RUNTIMES, open_backend
+from segrefine_edge.backend import DELEGATES, ONNX_RUNTIMES, RUNTIMES, open_backend
 from segrefine_edge.bench import LatencyResult, measure
 from segrefine_edge.cli.options import resolve_model_path
 from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
@@ -54,7 +54,7 @@ def _table(results: list[LatencyResult]) -> str:
 @click.command()
 @click.argument("models", nargs=-1)
 @click.option("--vs", "versus", default=None, help="A second model timed in the same run, interleaved; prints the ratio.")
-@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(("auto", *RUNTIMES)),
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(("auto", *RUNTIMES, *ONNX_RUNTIMES)),
               help="Runtime(s) to measure (repeatable; default auto).")
 @click.option("--delegate", "delegates", multiple=True, type=click.Choice(DELEGATES),
               help="Delegate(s) to measure (repeatable; default auto).")

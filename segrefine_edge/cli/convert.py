@@ -14,7 +14,7 @@ import click
 from segrefine_edge.cli.lazy_tf import require_tensorflow
 from segrefine_edge.cli.options import FiniteRange
 from segrefine_edge.cli.progress import counter
-from segrefine_edge.conversion import TARGETS
+from segrefine_edge.conversion import ONNX_TARGETS, TARGETS
 from segrefine_edge.errors import ModelError, SegrefineError
 
 
@@ -52,7 +52,8 @@ def _hw(value: str | None) -> tuple[int, int] | None:
 @convert.command("model")
 @click.argument("model_path", metavar="MODEL")
 @click.option("--to", "target", type=click.Choice(TARGETS), default="int8", show_default=True)
-@click.option("--out", default=None, help="Output .tflite (default: MODEL_TARGET.tflite beside a run folder).")
+@click.option("--out", default=None, help="Output .tflite or .onnx (default: MODEL_TARGET.tflite or .onnx beside a "
+              "run folder).")
 @click.option("--input-size", default=None, help="HxW to export at (default: the run's eval size).")
 @click.option("--full-resolution", is_flag=True, help="Keep the in-graph x4 upsample (default: logits at 1/4 size).")
 @click.option("--fuse-argmax", is_flag=True, help="Output labels (argmax at 1/4 size) instead of scores.")
@@ -70,7 +71,8 @@ def _hw(value: str | None) -> tuple[int, int] | None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines while calibrating and validating.")
 def model_command(model_path, target, out, input_size, full_resolution, fuse_argmax, calib_data, calib_split,
                   calib_count, val_data, val_split, val_count, fuse_refiner, float_layers, max_drop, quiet) -> None:
-    """Convert MODEL (a training run folder, .keras file or SavedModel) to TFLite for --to."""
+    """Convert MODEL (a training run folder, .keras file or SavedModel) to TFLite, or to ONNX for
+    onnxruntime and TensorRT (--to onnx, or onnx-int8: symmetric int8 Q/DQ, what TensorRT builds)."""
     require_tensorflow("convert")
     from segrefine_edge.conversion.export import ExportOptions, export
     from segrefine_edge.edgetpu import check_edgetpu
@@ -78,8 +80,9 @@ def model_command(model_path, target, out, input_size, full_resolution, fuse_arg
     source = Path(model_path)
     if not source.exists():
         raise ModelError(f"{model_path} does not exist; pass a training run folder, .keras file or SavedModel")
-    suffix = "edgetpu-ready" if target == "edgetpu" else target
-    out_path = Path(out) if out else (source if source.is_dir() else source.parent) / f"{source.stem}_{suffix}.tflite"
+    suffix = {"edgetpu": "edgetpu-ready", "onnx": "float", "onnx-int8": "int8"}.get(target, target)
+    extension = ".onnx" if target in ONNX_TARGETS else ".tflite"
+    out_path = Path(out) if out else (source if source.is_dir() else source.parent) / f"{source.stem}_{suffix}{extension}"
     options = ExportOptions(target, out_path, _hw(input_size), full_resolution, fuse_argmax, calib_data, calib_split,
                             calib_count, val_data, val_split, val_count, float_layers, fuse_refiner,
                             progress=counter(not quiet))
@@ -95,8 +98,10 @@ def model_command(model_path, target, out, input_size, full_resolution, fuse_arg
                    f" | {target} mIoU {v['miou']:.4f} BF {v['boundary_f']:.4f} | drop {v['miou_drop']:+.4f}"
                    f" | agreement {v['pixel_agreement_with_float']:.4f} | invoke {v['invoke_ms_p50']:.1f} ms")
         if validation.miou_drop > max_drop:
+            advice = ("try more --calib-count images, or --to onnx (float; TensorRT can still run it in fp16)"
+                      if target in ONNX_TARGETS else "try --float-layers 5 (int8) or --to float16")
             raise QualityError(f"{target} loses {validation.miou_drop:.4f} mIoU against float (allowed {max_drop}); "
-                               f"{path} is kept for inspection: try --float-layers 5 (int8) or --to float16")
+                               f"{path} is kept for inspection: {advice}")
     sys.stdout.flush()
 
 

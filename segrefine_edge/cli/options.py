@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from segrefine_edge.backend import DELEGATES, RUNTIMES
+from segrefine_edge.backend import DELEGATES, ONNX_RUNTIMES, RUNTIMES
 from segrefine_edge.contract import INPUT_RANGES, OUTPUT_KINDS, read_labels_file
 from segrefine_edge.errors import ModelError
 from segrefine_edge.models import default_model_path
@@ -24,8 +24,9 @@ def runtime_options(func: Callable) -> Callable:
     func = click.option("--delegate", type=click.Choice(DELEGATES), default="auto", show_default=True,
                         help="Accelerator: auto uses the EdgeTPU for _edgetpu models, the GPU for float models "
                         "where LiteRT finds one, else the CPU.")(func)
-    func = click.option("--runtime", type=click.Choice(("auto", *RUNTIMES)), default="auto", show_default=True,
-                        help="TFLite runtime: LiteRT, tflite-runtime or tensorflow.lite.")(func)
+    func = click.option("--runtime", type=click.Choice(("auto", *RUNTIMES, *ONNX_RUNTIMES)), default="auto", show_default=True,
+                        help="Runtime: LiteRT, tflite-runtime or tensorflow.lite for .tflite models; onnxruntime "
+                        "or TensorRT (Jetson) for .onnx models.")(func)
     return func
 
 

@@ -9,6 +9,7 @@ import keras
 
 from segrefine_edge.atomic import write_atomic
 from segrefine_edge.contract import embed_metadata
+from segrefine_edge.conversion import ONNX_TARGETS
 from segrefine_edge.conversion.edge_graph import ArgMaxLabels, edge_friendly
 from segrefine_edge.conversion.quantize import (
     Progress,
@@ -20,6 +21,7 @@ from segrefine_edge.conversion.quantize import (
 from segrefine_edge.conversion.source import ExportSource, fuse_refiner, load_source
 from segrefine_edge.conversion.validate import Validation, validate
 from segrefine_edge.datasets import dataset_classes
+from segrefine_edge.errors import DatasetError, ModelError
 
 
 @dataclass
@@ -73,6 +75,12 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
     model = _with_argmax(model) if options.fuse_argmax else model
     hw = tuple(int(d) for d in model.inputs[0].shape[1:3])
     calib_data = options.calib_data or source.data
+    if options.target in ONNX_TARGETS:
+        # the training graph, not the EdgeTPU rewrite: tf2onnx traces the rewrite's dilated
+        # depthwise op as if undilated (agreement with the float model fell to 0.92)
+        onnx_model = _with_argmax(source.model) if options.fuse_argmax else source.model
+        _export_onnx(source, onnx_model, options, calib_data, hw)
+        return options.out, metadata(source, options, onnx_model), _validate(source, options)
     calibration = None
     if options.target in ("int8", "edgetpu"):
         calibration = (refiner_calibration(calib_data, options.calib_split, source.calibration_inputs,
@@ -86,12 +94,37 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
     write_atomic(options.out, embed_metadata(tflite, meta))
     if source.role == "refiner":
         return options.out, meta, None          # refiners are validated in the pipeline, with `eval --refiner`
-    val_data = options.val_data or source.data
-    result = None
-    if val_data and options.val_count > 0 and Path(val_data).is_dir():
-        classes = dataset_classes(val_data, source.labels)
-        result = validate(source.model, options.out, val_data, options.val_split, options.val_count, classes,
-                          progress=options.progress)
+    result = _validate(source, options)
+    if result is not None:
         meta["info"]["validation"] = result.to_json()
         write_atomic(options.out, embed_metadata(tflite, meta))
     return options.out, meta, result
+
+
+def _validate(source: ExportSource, options: ExportOptions) -> Validation | None:
+    """The written model against the float Keras one on labelled images, through the runtime."""
+    val_data = options.val_data or source.data
+    if not (val_data and options.val_count > 0 and Path(val_data).is_dir()):
+        return None
+    classes = dataset_classes(val_data, source.labels)
+    return validate(source.model, options.out, val_data, options.val_split, options.val_count, classes,
+                    progress=options.progress)
+
+
+def _export_onnx(source: ExportSource, model: keras.Model, options: ExportOptions, calib_data: str | None,
+                 hw: tuple[int, int]) -> None:
+    """ONNX through a SavedModel; for onnx-int8, symmetric Q/DQ calibrated on the TFLite int8's images."""
+    from segrefine_edge.conversion.onnx_export import keras_to_onnx, quantize_qdq, with_contract
+
+    if source.role == "refiner":
+        raise ModelError("ONNX export takes segmenters; a refiner runs as TFLite beside an ONNX segmenter")
+    meta = metadata(source, options, model)
+    proto = keras_to_onnx(model)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    if options.target == "onnx":
+        write_atomic(options.out, with_contract(proto, meta))
+        return
+    if not calib_data:
+        raise DatasetError("onnx-int8 needs calibration images; pass --calib-data")
+    quantize_qdq(proto.SerializeToString(), calibration_images(calib_data, options.calib_split, options.calib_count, hw),
+                 options.out, meta)
