@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -204,3 +205,20 @@ def test_credentials_in_a_source_are_never_shown(uri, shown):
     from segrefine_edge.sources import redact
 
     assert redact(uri) == shown
+
+
+def test_start_in_an_output_path_never_names_an_earlier_runs_file(tmp_path):
+    """A service restarted after a crash must write beside its earlier files, never over them."""
+    from datetime import datetime, timezone
+
+    from segrefine_edge.sinks import expand_start
+
+    started = datetime(2026, 12, 2, 15, 30, 0, tzinfo=timezone.utc)
+    spec = str(tmp_path / "view-{start}.mp4")
+    first = expand_start(spec, started)
+    assert first == str(tmp_path / "view-20261202-153000.mp4")
+    Path(first).write_bytes(b"earlier run")
+    second = expand_start(spec, started)                       # a restart within the same second
+    assert second == str(tmp_path / "view-20261202-153000-2.mp4")
+    assert expand_start(str(tmp_path / "plain.mp4"), started) == str(tmp_path / "plain.mp4")
+    assert expand_start(None, started) is None

@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import click
 
@@ -24,7 +25,7 @@ from segrefine_edge.live import LivePolicy
 from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
 from segrefine_edge.render import VIEWS, Renderer, RenderOptions
 from segrefine_edge.runner import Outputs, RunLimits, run_stream
-from segrefine_edge.sinks import SinkContext, open_sink
+from segrefine_edge.sinks import SinkContext, expand_start, open_sink
 from segrefine_edge.sinks.display import display_available
 from segrefine_edge.sources import LoopingSource, open_source, redact
 from segrefine_edge.timing import StageTimer, format_summary
@@ -77,7 +78,8 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @runtime_options
 @contract_options
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
-@click.option("--out", default=None, help="Write the rendered view to this video (.mp4/.avi).")
+@click.option("--out", default=None, help="Write the rendered view to this video (.mp4/.avi). In --out, --masks "
+              "and --stats-json, {start} becomes the start time, so a restarted service never writes over a file.")
 @click.option("--masks", default=None, help="Write a palette PNG of class indices per frame here.")
 @click.option("--view", type=click.Choice(VIEWS), default="overlay", show_default=True)
 @click.option("--alpha", type=FiniteRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
@@ -108,6 +110,8 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
     written; the exit code is then 128 + the signal (130, 143, 129).
     """
     uri = _source_uri(input_uri, camera, video)
+    started = datetime.now(timezone.utc)
+    out, masks, stats_json = (expand_start(spec, started) for spec in (out, masks, stats_json))
     options = PipelineOptions(model=model, refiner="none" if no_refiner else (refiner or DEFAULT_REFINER),
                               mode="video", runtime=runtime, delegate=delegate, threads=threads,
                               temporal_blend=temporal_blend, keyframes=keyframes,

@@ -20,10 +20,11 @@ from segrefine_edge.sinks.base import (
     check_not_an_input,
     check_output_file,
     check_writable_dir,
+    expand_start,
 )
 
-__all__ = ["Sink", "SinkContext", "SinkItem", "check_not_an_input", "check_output_file", "check_writable_dir", "formats",
-           "open_sink"]
+__all__ = ["Sink", "SinkContext", "SinkItem", "check_not_an_input", "check_output_file", "check_writable_dir",
+           "expand_start", "formats", "open_sink"]
 
 
 @cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -103,3 +104,20 @@ def check_not_an_input(output: str | Path, inputs: Iterable[Path], purpose: str)
         source = Path(item).resolve()
         if source == target or target in source.parents:
             raise SinkError(f"{purpose} {output} would overwrite the input {item}; write it somewhere else")
+
+
+START_FIELD = "{start}"
+
+
+def expand_start(spec: str | None, started: datetime) -> str | None:
+    """``spec`` with ``{start}`` replaced by the start time (UTC, 20261202-153000), numbered -2, -3...
+    when that name exists: a service restarted after a crash writes beside what it wrote before,
+    never over it."""
+    if not spec or START_FIELD not in spec:
+        return spec
+    stamp = started.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    candidate, number = spec.replace(START_FIELD, stamp), 1
+    while Path(candidate).exists():
+        number += 1
+        candidate = spec.replace(START_FIELD, f"{stamp}-{number}")
+    return candidate
