@@ -184,8 +184,9 @@ class Backend:
             return ModelError(f"{self.path.name} is compiled for the EdgeTPU; run it with --delegate edgetpu "
                               "on a Coral device, or use the model without _edgetpu")
         if op:
-            return ModelError(f"{self.path.name} uses op {op.group(1)}, which runtime '{self.runtime}' lacks; "
-                              "upgrade ai-edge-litert or try --runtime tensorflow")
+            fix = ("upgrade ai-edge-litert or try --runtime tensorflow" if self.runtime == "litert"
+                   else "run it with LiteRT (pip install ai-edge-litert; --runtime litert)")
+            return ModelError(f"{self.path.name} uses op {op.group(1)}, which runtime '{self.runtime}' lacks; {fix}")
         if "identifier" in text:
             return ModelError(f"{self.path.name} is not a valid TFLite model ({text.splitlines()[0]})")
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__

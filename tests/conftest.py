@@ -62,6 +62,7 @@ def small_video(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, camvid: Path) -> Path:
     """A run folder as `train segmenter` writes it: MobileNetV2 0.35 at 64x96, untrained head."""
+    pytest.importorskip("tensorflow")
     from segrefine_edge.training.config import TrainConfig, config_to_dict
     from segrefine_edge.training.deeplab import SegmenterConfig, build_segmenter
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+
+import os
 from pathlib import Path
 
 import cv2
@@ -18,12 +21,19 @@ from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.refiner import open_refiner
 from segrefine_edge.segmenter import Segmenter
 
+# LiteRT's own features (its GPU accelerator, its compiled-model API, MediaPipe's custom ops): CI's
+# second environment runs the rest of these tests through tflite-runtime alone
+needs_litert = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
+                                  reason="LiteRT-only behaviour; this environment runs tflite-runtime")
+
 TEMPORAL_REFINER = default_refiner_path()   # three inputs of different shapes
 
 
 def test_prefers_litert():
+    """LiteRT where it is installed; CI's second environment has only tflite-runtime (Coral's
+    stack) and says so in SEGREFINE_EDGE_EXPECT_RUNTIME, so its tests run through that runtime."""
     name, _, _ = resolve_runtime("auto")
-    assert name == "litert"
+    assert name == os.environ.get("SEGREFINE_EDGE_EXPECT_RUNTIME", "litert")
 
 
 def test_unknown_runtime_is_an_error():
@@ -89,6 +99,7 @@ def _run(backend_or_runner, inputs: list[np.ndarray], outputs: int) -> list[np.n
     return [backend_or_runner.output(index).copy() for index in range(outputs)]
 
 
+@needs_litert
 def test_compiled_model_runner_feeds_each_input_to_the_tensor_the_interpreter_names():
     # On the CPU the compiled model must give exactly the Interpreter's output, so only the
     # accelerator differs when it runs on a GPU.
@@ -103,6 +114,7 @@ def test_compiled_model_runner_feeds_each_input_to_the_tensor_the_interpreter_na
     assert not np.array_equal(_run(runner, random_inputs(backend.inputs, np.random.default_rng(1)), 1)[0], got[0])
 
 
+@needs_litert
 def test_tensor_details(cityscapes_model):
     backend = Backend(cityscapes_model, threads=1)
     assert backend.inputs[0].shape == (1, 513, 513, 3)
@@ -111,18 +123,30 @@ def test_tensor_details(cityscapes_model):
     assert backend.describe() == "litert/cpu/1 threads"
 
 
+@needs_litert
 def test_gpu_without_vulkan_is_a_clear_error(cityscapes_model, monkeypatch):
     monkeypatch.setattr(litert_gpu, "library_present", lambda name: False)
     with pytest.raises(DelegateError, match=r"needs Vulkan and libvulkan.so.1 is not installed; install libvulkan1"):
         Backend(cityscapes_model, delegate="gpu")
 
 
+@needs_litert
 def test_compiled_model_that_the_buffers_cannot_carry_is_a_clear_error(cityscapes_model):
     # The Coral model ends in ArgMax: an int64 output, which LiteRT's tensor buffers do not support.
     backend = Backend(cityscapes_model, delegate="cpu")
     with pytest.raises(DelegateError, match=r"cannot carry this model's types \(Unsupported dtype: int64\); use --delegate cpu"):
         CompiledGpuRunner(backend.path, [t.name for t in backend.inputs], [t.name for t in backend.outputs],
                           threads=1, gpu=False)
+
+
+def test_an_op_the_runtime_lacks_is_named_with_the_runtime_that_has_it(peers):
+    """MediaPipe's selfie model needs a custom op only LiteRT carries: tflite-runtime names it."""
+    runtime, _, _ = resolve_runtime("auto")
+    if runtime == "litert":
+        pytest.skip("LiteRT runs this model; the message shows with tflite-runtime or tensorflow.lite")
+    with pytest.raises(ModelError, match=f"uses op Convolution2DTransposeBias, which runtime '{runtime}' lacks; "
+                                         "run it with LiteRT"):
+        Backend(peers / "mediapipe" / "selfie_segmentation.tflite")
 
 
 def test_gpu_failure_is_explained_from_the_accelerators_log():
@@ -133,6 +157,7 @@ def test_gpu_failure_is_explained_from_the_accelerators_log():
     assert litert_gpu._failure_reason(other, RuntimeError("x")) == "ERROR: [gl_delegate.cc:7] op CUSTOM is not supported"
 
 
+@needs_litert
 @pytest.mark.parametrize("refined", [False, True], ids=["segmenter", "segmenter+temporal-refiner"])
 def test_gpu_gives_the_cpus_answer_where_a_gpu_exists(camvid, refined):
     """Runs only where LiteRT finds a GPU (skipped elsewhere, where the tests above cover the errors).
