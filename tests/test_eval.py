@@ -112,6 +112,15 @@ def test_empty_folder(tmp_path: Path, cityscapes_model: Path):
     assert "no image/mask pairs" in line
 
 
+def test_only_scores_the_images_it_names(tiny_dataset: Path, tmp_path: Path):
+    """The protocol's held-out drive scored by eval: one pattern over a split's file names."""
+    first = sorted((tiny_dataset / "images").iterdir())[0].name
+    result = _eval("--data", str(tiny_dataset), "--only", first, "--json", str(tmp_path / "s.json"), "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s.json").read_text())["images"] == 1
+    assert "matches --only 'Seq05VD_*'" in _error_line(_eval("--data", str(tiny_dataset), "--only", "Seq05VD_*"))
+
+
 def test_class_map_naming_unknown_classes(tiny_dataset: Path, cityscapes_model: Path, tmp_path: Path):
     bad = tmp_path / "map.json"
     bad.write_text(json.dumps({"road": "Road", "car": "Automobile"}))

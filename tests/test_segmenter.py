@@ -15,7 +15,6 @@ from segrefine_edge.postprocess import labels_at
 from segrefine_edge.scores import ScoreMap
 from segrefine_edge.segmenter import Segmenter
 
-
 # LiteRT's own features (its GPU accelerator, its compiled-model API, MediaPipe's custom ops): CI's
 # second environment runs the rest of these tests through tflite-runtime alone
 needs_litert = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,6 +46,9 @@ def _unique_names(paths: list[str]) -> list[str]:
 @click.command("eval")
 @click.option("--data", default=None, help="Dataset root: CamVid (val/ + valannot/), VOC, or images/ + masks/.")
 @click.option("--split", default="val", show_default=True)
+@click.option("--only", "only", default=None, metavar="PATTERN",
+              help="Score only the images whose file name matches (e.g. '0006R0_*': one drive, as the "
+                   "held-out-sequence protocol leaves it out).")
 @click.option("--model", "-m", "models", multiple=True, help="Segmenter .tflite; repeat for one column per model "
               "(default: the shipped CamVid model).")
 @click.option("--refiner", "refiner_specs", multiple=True, help="Refiner .tflite or 'guided-filter' (repeatable): "
@@ -59,7 +63,7 @@ def _unique_names(paths: list[str]) -> list[str]:
 @click.option("--json", "json_path", default=None, help="Write every score as JSON.")
 @click.option("--report", "report_dir", default=None, help="Write README.md with plots here (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; the table only.")
-def evaluate(data, split, models, refiner_specs, temporal_blend, keyframes, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
+def evaluate(data, split, only, models, refiner_specs, temporal_blend, keyframes, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
              report_dir, quiet) -> None:
     """Score models: mIoU, per-class IoU, Boundary F and Boundary IoU on --data, TC and flicker
     on --sequence, latency per frame; a column per model."""
@@ -69,6 +73,11 @@ def evaluate(data, split, models, refiner_specs, temporal_blend, keyframes, runt
         check_report_extra()
     paths = list(models) or [resolve_model_path(None)]
     pairs = find_pairs(data, split) if data else []
+    if only:
+        pairs = [pair for pair in pairs if fnmatch.fnmatch(pair.image.name, only)]
+        if not pairs:
+            raise DatasetError(f"no image of split '{split}' in {data} matches --only '{only}'; CamVid names "
+                               "its frames SEQUENCE_FRAME.png (e.g. '0006R0_*')")
     note = unsplit_layout_note(data, split) if data else None
     if note and split != "val":
         click.echo(f"note: {note}", err=True)
