@@ -29,6 +29,7 @@ from segrefine_edge.contract import ModelContract
 from segrefine_edge.errors import ModelError, PipelineError
 from segrefine_edge.models import default_model_path, default_refiner_path
 from segrefine_edge.postprocess import labels_at
+from segrefine_edge.preprocess import FITS, Placement, choose_fit, letterbox
 from segrefine_edge.refiner import TEMPORAL_BLEND, IdentityRefiner, Refiner, TFLiteRefiner, open_refiner
 from segrefine_edge.scores import ScoreMap
 from segrefine_edge.segmenter import Segmenter
@@ -51,6 +52,9 @@ class PipelineOptions:
     refiner with the shipped model and no refiner with any other (a refiner only fits the
     outputs of the segmenter it was trained behind). ``contract_overrides``: model-contract
     fields for third-party models (labels, palette, input_range, color_order, output_kind).
+    ``fit``: how a frame of another shape meets the model's input: ``stretch`` (resize to it),
+    ``pad`` (keep the aspect ratio, mid-grey around; labels are cropped back to the frame), or
+    ``auto`` (pad when the aspect ratios differ by more than 10%).
     """
 
     model: str | Path | None = None
@@ -62,6 +66,7 @@ class PipelineOptions:
     temporal_blend: float = TEMPORAL_BLEND
     contract_overrides: Mapping[str, Any] = field(default_factory=dict)
     keyframes: int | str = 1
+    fit: str = "auto"
 
 
 @dataclass
@@ -169,18 +174,22 @@ class Pipeline:
                                    dict(options.contract_overrides))
         refiner = open_refiner(_refiner_spec(options), options.runtime, options.delegate, options.threads,
                                options.temporal_blend)
-        self._setup(segmenter, refiner, options.mode, options.keyframes)
+        self._setup(segmenter, refiner, options.mode, options.keyframes, options.fit)
 
     @classmethod
     def from_parts(cls, segmenter: Segmenter, refiner: Refiner | None = None, mode: str = "video",
-                   keyframes: int | str = 1) -> Pipeline:
+                   keyframes: int | str = 1, fit: str = "auto") -> Pipeline:
         """A pipeline over models already open (``eval`` runs one segmenter behind several refiners)."""
         _check_mode(mode)
         pipeline = cls.__new__(cls)
-        pipeline._setup(segmenter, refiner or IdentityRefiner(), mode, keyframes)
+        pipeline._setup(segmenter, refiner or IdentityRefiner(), mode, keyframes, fit)
         return pipeline
 
-    def _setup(self, segmenter: Segmenter, refiner: Refiner, mode: str, keyframes: int | str) -> None:
+    def _setup(self, segmenter: Segmenter, refiner: Refiner, mode: str, keyframes: int | str,
+               fit: str = "auto") -> None:
+        if fit not in FITS:
+            raise PipelineError(f"fit '{fit}' is not one of {', '.join(FITS)}")
+        self.fit = fit
         check_segmenter(segmenter)
         check_fit(segmenter, refiner)
         self.keyframes = _check_keyframes(keyframes, refiner, mode)
@@ -230,11 +239,17 @@ class Pipeline:
             self.refiner.reset()
         clock = time.perf_counter
         t0 = clock()
-        resized = self.segmenter.resize(frame_bgr)
-        # The segmenter's copy of the frame where it is big enough (a whole-factor shrink of it
-        # costs 0.04 ms against 1.4 ms from a 768x576 frame)
-        need_h, need_w = self.refiner.frame_hw
-        for_refiner = resized if resized.shape[0] >= need_h and resized.shape[1] >= need_w else frame_bgr
+        placement: Placement | None = None
+        if choose_fit(frame_bgr.shape[:2], self.segmenter.contract.input_hw, self.fit) == "pad":
+            # the refiner sees the padded frame too: its scores cover the same canvas
+            resized, placement = letterbox(frame_bgr, self.segmenter.contract.input_hw)
+            for_refiner = resized
+        else:
+            resized = self.segmenter.resize(frame_bgr)
+            # The segmenter's copy of the frame where it is big enough (a whole-factor shrink of it
+            # costs 0.04 ms against 1.4 ms from a 768x576 frame)
+            need_h, need_w = self.refiner.frame_hw
+            for_refiner = resized if resized.shape[0] >= need_h and resized.shape[1] >= need_w else frame_bgr
         # every frame is a keyframe by default: its tensor is preprocessing; with keyframes it is
         # made only for the frames the segmenter runs on
         tensor = self.segmenter.to_tensor(resized) if self.keyframes == 1 else None
@@ -254,6 +269,8 @@ class Pipeline:
         self.frames_run += 1
         t3 = clock()
         scores = self.refiner.refine(for_refiner, scores)
+        if placement is not None:
+            scores = ScoreMap(scores.kind, placement.crop(scores.values), scores.scale, scores.zero_point)
         t4 = clock()
         labels = labels_at(scores, (frame_bgr.shape[1], frame_bgr.shape[0]))
         t5 = clock()

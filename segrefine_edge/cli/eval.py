@@ -9,7 +9,13 @@ from pathlib import Path
 
 import click
 
-from segrefine_edge.cli.options import keyframes_option, resolve_model_path, runtime_options, temporal_blend_option
+from segrefine_edge.cli.options import (
+    fit_option,
+    keyframes_option,
+    resolve_model_path,
+    runtime_options,
+    temporal_blend_option,
+)
 from segrefine_edge.datasets import dataset_classes, find_pairs, unsplit_layout_note
 from segrefine_edge.errors import DatasetError
 from segrefine_edge.evaluate import ModelRun, label_table, results, score_sequence, score_split
@@ -55,6 +61,7 @@ def _unique_names(paths: list[str]) -> list[str]:
               "adds a 'model+refiner' column per model.")
 @temporal_blend_option
 @keyframes_option
+@fit_option
 @runtime_options
 @click.option("--class-map", default=None, help="JSON map from a model's classes to the dataset's, or a built-in "
               "name (cityscapes-camvid), for models trained on other classes.")
@@ -63,7 +70,7 @@ def _unique_names(paths: list[str]) -> list[str]:
 @click.option("--json", "json_path", default=None, help="Write every score as JSON.")
 @click.option("--report", "report_dir", default=None, help="Write README.md with plots here (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; the table only.")
-def evaluate(data, split, only, models, refiner_specs, temporal_blend, keyframes, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
+def evaluate(data, split, only, models, refiner_specs, temporal_blend, keyframes, fit, runtime, delegate, threads, class_map, sequence, save_masks, json_path,
              report_dir, quiet) -> None:
     """Score models: mIoU, per-class IoU, Boundary F and Boundary IoU on --data, TC and flicker
     on --sequence, latency per frame; a column per model."""
@@ -103,7 +110,7 @@ def evaluate(data, split, only, models, refiner_specs, temporal_blend, keyframes
         for stage in refiners:
             column = name if isinstance(stage, IdentityRefiner) else f"{name}+{stage.name}"
             column_keyframes = keyframes if getattr(stage, "temporal", False) else 1   # only a temporal refiner carries scores
-            runs.append(ModelRun(column, path, Pipeline.from_parts(segmenter, stage, "video", column_keyframes), table,
+            runs.append(ModelRun(column, path, Pipeline.from_parts(segmenter, stage, "video", column_keyframes, fit), table,
                                  origin, classes))
     if pairs:
         score_split(runs, pairs, Path(save_masks) if save_masks else None,

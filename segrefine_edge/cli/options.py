@@ -14,6 +14,7 @@ from segrefine_edge.backend import DELEGATES, ONNX_RUNTIMES, RUNTIMES
 from segrefine_edge.contract import INPUT_RANGES, OUTPUT_KINDS, read_labels_file
 from segrefine_edge.errors import ModelError
 from segrefine_edge.models import default_model_path
+from segrefine_edge.preprocess import FITS
 from segrefine_edge.refiner import TEMPORAL_BLEND
 
 
@@ -98,6 +99,14 @@ def resolve_model_path(model: str | None) -> str:
     if path is None:
         raise ModelError("no default model ships in this build; pass --model PATH to a .tflite segmenter")
     return str(path)
+
+
+def fit_option(func: Callable) -> Callable:
+    """--fit auto|stretch|pad, shared by stream and eval."""
+    return click.option("--fit", type=click.Choice(FITS), default="auto", show_default=True,
+                        help="Frames of another shape than the model's input: stretch them to it, pad them "
+                             "(keep the aspect ratio, grey around), or auto: pad when the aspect ratios "
+                             "differ by more than 10% (16:9 and wider footage into the CamVid model).")(func)
 
 
 def keyframes_option(func: Callable) -> Callable:

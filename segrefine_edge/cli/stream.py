@@ -15,6 +15,7 @@ from segrefine_edge.cli.options import (
     FiniteRange,
     contract_options,
     contract_overrides,
+    fit_option,
     keyframes_option,
     runtime_options,
     temporal_blend_option,
@@ -75,6 +76,7 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @click.option("--no-refiner", is_flag=True, help="Switch the refine stage off (identity).")
 @temporal_blend_option
 @keyframes_option
+@fit_option
 @runtime_options
 @contract_options
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
@@ -99,7 +101,7 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
               help="Live sources: seconds to wait for the first frame.")
 @click.option("--stall-timeout", type=FiniteRange(0, min_open=True), default=5.0, show_default=True,
               help="Live sources: seconds without a frame before the stream counts as stalled.")
-def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, keyframes, runtime, delegate, threads, labels, palette,
+def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, keyframes, fit, runtime, delegate, threads, labels, palette,
            input_range, color_order, output_kind, display, out, masks, view, alpha, legend, hud,
            classes, ignore_class, loop, max_frames, duration, stats_json, quiet, reconnect, open_timeout,
            stall_timeout) -> None:
@@ -114,7 +116,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
     out, masks, stats_json = (expand_start(spec, started) for spec in (out, masks, stats_json))
     options = PipelineOptions(model=model, refiner="none" if no_refiner else (refiner or DEFAULT_REFINER),
                               mode="video", runtime=runtime, delegate=delegate, threads=threads,
-                              temporal_blend=temporal_blend, keyframes=keyframes,
+                              temporal_blend=temporal_blend, keyframes=keyframes, fit=fit,
                               contract_overrides=contract_overrides(labels, palette, input_range,
                                                                     color_order, output_kind))
     policy = LivePolicy(open_timeout=open_timeout, stall_timeout=stall_timeout, reconnects=reconnect)
