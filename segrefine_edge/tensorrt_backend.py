@@ -63,7 +63,7 @@ def _build_engine(trt, model: bytes, path: Path) -> bytes:
         raise ModelError(f"TensorRT cannot parse {path.name} ({errors[:200]}); export it again with "
                          "`segrefine-edge convert RUN --to onnx-int8`")
     config = builder.create_builder_config()
-    if builder.platform_has_fast_fp16:
+    if getattr(builder, "platform_has_fast_fp16", True):     # deprecated in TensorRT 10, always true on Tegra
         config.set_flag(trt.BuilderFlag.FP16)      # layers between Q/DQ pairs that stay float run in fp16
     config.set_flag(trt.BuilderFlag.INT8)          # honours the model's explicit Q/DQ scales
     serialized = builder.build_serialized_network(network, config)
