@@ -121,6 +121,25 @@ def test_loop_replays_a_short_file(small_video: Path, fast_model: Path, tmp_path
     assert summary["frames"] == 30 and summary["peak_rss_mb"] > 0     # the clip has 12 frames
 
 
+def test_a_long_recording_is_split_into_playable_files_named_by_its_start(small_video: Path, fast_model: Path,
+                                                                         tmp_path: Path):
+    """A service's video in segments (12 frames at 10 fps, a file per 0.3 s), every one playable,
+    under a name a restart will not reuse."""
+    import av
+
+    result = _stream(str(small_video), "-m", str(fast_model), "--no-display", "--out", str(tmp_path / "view-{start}.mp4"),
+                     "--segment-minutes", "0.005")
+    assert result.returncode == 0, result.stderr
+    files = sorted(tmp_path.glob("view-*.mp4"))
+    assert [f.name[-9:] for f in files] == ["-0001.mp4", "-0002.mp4", "-0003.mp4", "-0004.mp4"]
+    assert "{start}" not in files[0].name and files[0].name[5:13].isdigit()
+    counts = []
+    for path in files:
+        with av.open(str(path)) as container:
+            counts.append(sum(1 for _ in container.decode(video=0)))
+    assert counts == [3, 3, 3, 3]
+
+
 def test_default_model_and_refiner_ship_in_the_package(vtest: Path):
     result = _stream(str(vtest), "--no-display", "--max-frames", "3")
     assert result.returncode == 0, result.stderr

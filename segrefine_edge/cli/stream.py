@@ -82,6 +82,9 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @click.option("--display/--no-display", default=None, help="Show a window (default: when a display exists).")
 @click.option("--out", default=None, help="Write the rendered view to this video (.mp4/.avi). In --out, --masks "
               "and --stats-json, {start} becomes the start time, so a restarted service never writes over a file.")
+@click.option("--segment-minutes", type=FiniteRange(0, min_open=True), default=None,
+              help="Split --out into files of this many minutes of video (NAME-0001.mp4, NAME-0002.mp4, ...), "
+                   "for a service that records for weeks.")
 @click.option("--masks", default=None, help="Write a palette PNG of class indices per frame here.")
 @click.option("--view", type=click.Choice(VIEWS), default="overlay", show_default=True)
 @click.option("--alpha", type=FiniteRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
@@ -102,7 +105,7 @@ def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
 @click.option("--stall-timeout", type=FiniteRange(0, min_open=True), default=5.0, show_default=True,
               help="Live sources: seconds without a frame before the stream counts as stalled.")
 def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend, keyframes, fit, runtime, delegate, threads, labels, palette,
-           input_range, color_order, output_kind, display, out, masks, view, alpha, legend, hud,
+           input_range, color_order, output_kind, display, out, segment_minutes, masks, view, alpha, legend, hud,
            classes, ignore_class, loop, max_frames, duration, stats_json, quiet, reconnect, open_timeout,
            stall_timeout) -> None:
     """Segment INPUT (a video file, image folder or glob, rtsp/http URL), --camera N or --video PATH.
@@ -138,7 +141,8 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
                     "backend": pipeline.segmenter.backend.describe(), "refiner": pipeline.refiner.name}
 
         context = SinkContext(source.fps, source.size, renderer.output_size(source.size), contract.palette_array(),
-                              contract.labels, summary, tuple(source.inputs()))
+                              contract.labels, summary, tuple(source.inputs()),
+                              segment_minutes * 60 if segment_minutes else None)
         wanted = [(out, "video"), (masks, "masks"), (stats_json, "stats"),
                   ("display" if (display_available() if display is None else display) else None, "display")]
         outputs = Outputs(renderer=renderer, hud=hud)

@@ -34,7 +34,7 @@ class SinkContext:
 
     ``frame_size`` and ``view_size`` are (width, height); ``palette`` is RGB, one row per
     class; ``summary`` returns the run's summary so far (frames, FPS, stages); ``inputs`` are
-    the files the run reads.
+    the files the run reads; ``segment_seconds`` splits a video output into files that long.
     """
 
     fps: float
@@ -44,6 +44,7 @@ class SinkContext:
     labels: list[str]
     summary: Callable[[], dict]
     inputs: tuple[Path, ...] = ()     # the files being read: no output may be, or hold, one of them
+    segment_seconds: float | None = None   # video: a new file every this many seconds of frames
 
 
 class Sink(Protocol):

@@ -36,7 +36,9 @@ def accepts(spec: str) -> bool:
     return Path(spec).suffix.lower() in _FORMATS
 
 
-def open_sink(spec: str, context: SinkContext) -> VideoFileSink:
+def open_sink(spec: str, context: SinkContext) -> VideoFileSink | SegmentedVideoSink:
+    if context.segment_seconds:
+        return SegmentedVideoSink(spec, context.fps, context.view_size, context.segment_seconds)
     return VideoFileSink(spec, context.fps, context.view_size)
 
 
@@ -115,6 +117,39 @@ class VideoFileSink(ClosingSink):
         except (OSError, av.FFmpegError):
             if not self._failed:
                 raise
+
+
+class SegmentedVideoSink(ClosingSink):
+    """The view as a run of files, ``NAME-0001.mp4``, ``NAME-0002.mp4``..., each ``seconds`` of frames
+    long (by their timestamps): a service that records for weeks leaves files that can be copied,
+    played and deleted one by one, and a crash loses at most the fragment being written."""
+
+    needs_view = True
+
+    def __init__(self, path: str | Path, fps: float, size_wh: tuple[int, int], seconds: float) -> None:
+        self.path, self.fps, self.size_wh, self.seconds = Path(path), fps, size_wh, seconds
+        self.files: list[Path] = []
+        self.current = self._next()            # the first file now, so a bad path fails before any work
+        self._started: float | None = None
+
+    def _next(self) -> VideoFileSink:
+        name = self.path.with_name(f"{self.path.stem}-{len(self.files) + 1:04d}{self.path.suffix}")
+        sink = VideoFileSink(name, self.fps, self.size_wh)
+        self.files.append(name)
+        return sink
+
+    def write(self, item: SinkItem) -> None:
+        stamp = item.frame.timestamp
+        if self._started is None:
+            self._started = stamp
+        elif stamp - self._started >= self.seconds:
+            self.current.close()
+            self.current = self._next()
+            self._started = stamp
+        self.current.write(item)
+
+    def close(self) -> None:
+        self.current.close()
 
 
 def _rate(fps: float) -> Fraction:
