@@ -103,23 +103,26 @@ class _Writer(threading.Thread):
         return {"FPS": self.timer.fps(), **{f"{k} ms": v for k, v in self.timer.last.items() if k in ("segment", "refine")}}
 
     def run(self) -> None:
-        out = self.outputs
         while True:
             item = self.items.get()
             if item is _END:
                 return
-            if self.error is not None:
-                continue
-            try:
-                if out.needs_view:
-                    with self.timer.stage("render"):
-                        view = out.renderer.render(item.frame.image, item.result.labels, self._hud())
-                    item = SinkItem(item.frame, item.result, view)
-                with self.timer.stage("write"):
-                    for sink in out.sinks:
-                        sink.write(item)
-            except BaseException as exc:  # reported by the main thread after the run
-                self.error = exc
+            if self.error is None:
+                self.handle(item)
+
+    def handle(self, item: SinkItem) -> None:
+        """Render one result where a sink wants the picture, and write it to every sink."""
+        out = self.outputs
+        try:
+            if out.needs_view:
+                with self.timer.stage("render"):
+                    view = out.renderer.render(item.frame.image, item.result.labels, self._hud())
+                item = SinkItem(item.frame, item.result, view)
+            with self.timer.stage("write"):
+                for sink in out.sinks:
+                    sink.write(item)
+        except BaseException as exc:  # reported by the main thread after the run
+            self.error = exc
 
 
 def _pump(sinks: list[Sink]) -> bool:
