@@ -64,12 +64,17 @@ def is_edgetpu_model(data: bytes) -> bool:
     return EDGETPU_CUSTOM_OP in data
 
 
-def read_model_bytes(path: str | Path) -> bytes:
-    path = Path(path)
+def check_model_path(path: Path) -> None:
+    """A model path must name a file (any format): a folder or a missing file is one line."""
     if path.is_dir():
-        raise ModelError(f"{path} is a folder, not a model; pass the .tflite file inside it")
+        raise ModelError(f"{path} is a folder, not a model; pass the model file inside it")
     if not path.is_file():
         raise ModelError(f"model {path} does not exist; check the path")
+
+
+def read_model_bytes(path: str | Path) -> bytes:
+    path = Path(path)
+    check_model_path(path)
     data = path.read_bytes()
     if data[4:8] != TFLITE_IDENTIFIER:
         raise ModelError(f"{path} is not a TFLite model (no TFL3 identifier); pass a .tflite file")

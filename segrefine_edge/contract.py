@@ -102,9 +102,9 @@ def read_embedded_metadata(path: str | Path) -> dict[str, Any] | None:
     if sidecar.is_file():
         if sidecar.stat().st_size > MAX_METADATA_BYTES:
             raise ModelError(f"model metadata {sidecar} is over {MAX_METADATA_BYTES >> 10} KB; it is not a model contract")
-        return _parse_metadata(sidecar.read_bytes(), sidecar)
+        return parse_metadata(sidecar.read_bytes(), sidecar)
     raw = _zip_member(Path(path).read_bytes(), METADATA_NAME, path)
-    return None if raw is None else _parse_metadata(raw, path)
+    return None if raw is None else parse_metadata(raw, path)
 
 
 def _zip_member(data: bytes, name: str, origin: Path) -> bytes | None:
@@ -150,7 +150,11 @@ def attach_contract(source: Path, target: Path) -> None:
     write_atomic(target, embed_metadata(graph, meta))
 
 
-def _parse_metadata(raw: bytes, origin: Path) -> dict[str, Any]:
+def parse_metadata(raw: bytes | str, origin: Path) -> dict[str, Any]:
+    """A contract's JSON, from any place a model carries it (appended zip, sidecar, ONNX metadata):
+    refused past MAX_METADATA_BYTES, and one ModelError line when it is not a JSON object."""
+    if len(raw) > MAX_METADATA_BYTES:
+        raise ModelError(f"model metadata in {origin} is over {MAX_METADATA_BYTES >> 10} KB; it is not a model contract")
     try:
         meta = json.loads(raw)
     except (ValueError, RecursionError) as exc:

@@ -10,7 +10,6 @@ names the package.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -18,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from segrefine_edge.backend import ONNX_RUNTIMES, TensorInfo
-from segrefine_edge.contract import MAX_METADATA_BYTES
+from segrefine_edge.backend import TensorInfo, check_model_path
+from segrefine_edge.contract import parse_metadata
 from segrefine_edge.errors import DelegateError, ModelError
 
-__all__ = ["CONTRACT_KEY", "ONNX_RUNTIMES", "OnnxBackend", "open_onnx_backend"]
 CONTRACT_KEY = "segrefine_edge.contract"
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
               "tensor(int8)": np.int8, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -40,34 +38,13 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def _parse_contract(raw: str | None, path: Path) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if len(raw) > MAX_METADATA_BYTES:
-        raise ModelError(f"the contract in {path} is over {MAX_METADATA_BYTES >> 10} KB; it is not a model contract")
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise ModelError(f"the contract in {path} is not valid JSON ({str(exc)[:80]}); re-export the model") from exc
-    if not isinstance(meta, dict):
-        raise ModelError(f"the contract in {path} must be a JSON object; re-export the model")
-    return meta
-
-
-def check_model_file(path: Path) -> None:
-    if path.is_dir():
-        raise ModelError(f"{path} is a folder, not a model; pass the .onnx file inside it")
-    if not path.is_file():
-        raise ModelError(f"model {path} does not exist; check the path")
-
-
 class OnnxBackend:
     """One onnxruntime session: the same set_input / invoke / output calls as the TFLite Backend."""
 
     def __init__(self, path: str | Path, delegate: str = "auto", threads: int = 2) -> None:
         ort = _import_onnxruntime()
         self.path, self.threads, self.runtime = Path(path), threads, "onnxruntime"
-        check_model_file(self.path)
+        check_model_path(self.path)
         providers = ["CPUExecutionProvider"]
         self.delegate = "cpu"
         if delegate == "gpu":
@@ -84,17 +61,21 @@ class OnnxBackend:
         except Exception as exc:   # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path.name} is not a model onnxruntime can load ({first[:160]})") from exc
-        self.inputs = [TensorInfo(i, t.name, _static_shape(t.shape, self.path), np.dtype(_ORT_TYPES.get(t.type, np.float32)),
-                                  0.0, 0) for i, t in enumerate(self.session.get_inputs())]
-        self.outputs = [TensorInfo(i, t.name, _static_shape(t.shape, self.path), np.dtype(_ORT_TYPES.get(t.type, np.float32)),
-                                   0.0, 0) for i, t in enumerate(self.session.get_outputs())]
+        self.inputs = [self._tensor_info(i, t) for i, t in enumerate(self.session.get_inputs())]
+        self.outputs = [self._tensor_info(i, t) for i, t in enumerate(self.session.get_outputs())]
         meta = self.embedded_metadata() or {}
         self.integer_model = str(meta.get("info", {}).get("target", "")).endswith("int8")
         self._feeds: dict[str, np.ndarray] = {}
         self._results: list[np.ndarray] = []
 
+    def _tensor_info(self, index: int, arg: Any) -> TensorInfo:
+        """onnxruntime's NodeArg as the TensorInfo the contract and the pipeline read (float, unquantised)."""
+        return TensorInfo(index, arg.name, _static_shape(arg.shape, self.path),
+                          np.dtype(_ORT_TYPES.get(arg.type, np.float32)), 0.0, 0)
+
     def embedded_metadata(self) -> dict[str, Any] | None:
-        return _parse_contract(self.session.get_modelmeta().custom_metadata_map.get(CONTRACT_KEY), self.path)
+        raw = self.session.get_modelmeta().custom_metadata_map.get(CONTRACT_KEY)
+        return None if raw is None else parse_metadata(raw, self.path)
 
     def set_input(self, index: int, value: np.ndarray) -> None:
         self._feeds[self.inputs[index].name] = value

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from segrefine_edge.backend import TensorInfo
+from segrefine_edge.backend import TensorInfo, check_model_path
 from segrefine_edge.errors import DelegateError, ModelError
-from segrefine_edge.onnx_backend import check_model_file, engine_cache_path
+from segrefine_edge.onnx_backend import engine_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class TensorRTBackend:
 
         trt, self._cudart = _import_tensorrt()
         self.path, self.threads, self.runtime, self.delegate = Path(path), threads, "tensorrt", "gpu"
-        check_model_file(self.path)
+        check_model_path(self.path)
         model = self.path.read_bytes()
         props = _check(self._cudart.cudaGetDeviceProperties(0))
         gpu_name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)

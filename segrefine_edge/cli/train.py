@@ -97,8 +97,8 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
 def protocol(runs, json_path) -> None:
     """Compare recipes under the held-out-sequence protocol: the mean held-out mIoU of each recipe
     over the sequences left out, and the spread between seeds (RUNS: segmenter runs trained with
-    --set held_out_sequence=NAME; runs that differ only in seed and sequence are one recipe)."""
-    require_tensorflow("train")
+    --set held_out_sequence=NAME; runs that differ only in seed and sequence are one recipe).
+    Reads run folders only: no TensorFlow needed."""
     from segrefine_edge.datasets import read_class_info
     from segrefine_edge.sinks import check_output_file
     from segrefine_edge.training.protocol import collect, format_recipes

@@ -79,8 +79,8 @@ def export(model_path: str | Path, options: ExportOptions) -> tuple[Path, dict, 
         # the training graph, not the EdgeTPU rewrite: tf2onnx traces the rewrite's dilated
         # depthwise op as if undilated (agreement with the float model fell to 0.92)
         onnx_model = _with_argmax(source.model) if options.fuse_argmax else source.model
-        _export_onnx(source, onnx_model, options, calib_data, hw)
-        return options.out, metadata(source, options, onnx_model), _validate(source, options)
+        meta = _export_onnx(source, onnx_model, options, calib_data, hw)
+        return options.out, meta, _validate(source, options)
     calibration = None
     if options.target in ("int8", "edgetpu"):
         calibration = (refiner_calibration(calib_data, options.calib_split, source.calibration_inputs,
@@ -112,7 +112,7 @@ def _validate(source: ExportSource, options: ExportOptions) -> Validation | None
 
 
 def _export_onnx(source: ExportSource, model: keras.Model, options: ExportOptions, calib_data: str | None,
-                 hw: tuple[int, int]) -> None:
+                 hw: tuple[int, int]) -> dict:
     """ONNX through a SavedModel; for onnx-int8, symmetric Q/DQ calibrated on the TFLite int8's images."""
     from segrefine_edge.conversion.onnx_export import keras_to_onnx, quantize_qdq, with_contract
 
@@ -123,8 +123,9 @@ def _export_onnx(source: ExportSource, model: keras.Model, options: ExportOption
     options.out.parent.mkdir(parents=True, exist_ok=True)
     if options.target == "onnx":
         write_atomic(options.out, with_contract(proto, meta))
-        return
+        return meta
     if not calib_data:
         raise DatasetError("onnx-int8 needs calibration images; pass --calib-data")
     quantize_qdq(proto.SerializeToString(), calibration_images(calib_data, options.calib_split, options.calib_count, hw),
                  options.out, meta)
+    return meta

@@ -18,14 +18,16 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from segrefine_edge.atomic import write_atomic
 from segrefine_edge.errors import ModelError
 from segrefine_edge.onnx_backend import CONTRACT_KEY
+
+if TYPE_CHECKING:
+    import keras
 
 OPSET = 17
 INPUT_NAME = "image"

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any
 
 from segrefine_edge.errors import SegrefineError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 CONFIG_VERSION = 1   # bump when a config key changes meaning; older runs then name what to do
 
@@ -77,9 +78,13 @@ class RunFolder:
 
     def checkpoints(self, checkpoint: tf.train.Checkpoint, folder: Path | None = None) -> tf.train.CheckpointManager:
         """A manager keeping the last two checkpoints; ``restore_latest`` continues from them."""
+        import tensorflow as tf  # here, so reading run folders (`train protocol`) needs no TensorFlow
+
         return tf.train.CheckpointManager(checkpoint, folder or self.path / "checkpoints", max_to_keep=2)
 
     def tensorboard(self) -> tf.summary.SummaryWriter:
+        import tensorflow as tf
+
         return tf.summary.create_file_writer(str(self.path / "tensorboard"))
 
 
