@@ -93,8 +93,11 @@ class StageTimer:
         """Note the process's peak resident memory so far against the frame count: a flat
         series over a long run is the evidence that nothing accumulates per frame. Thinned to
         every other reading when it outgrows RSS_SERIES, so it stays bounded too."""
-        self.peak_rss_mb[self.frames] = peak_rss_mb()
-        self.rss_mb[self.frames] = current_rss_mb()
+        # Now first, the peak after it: the kernel batches its RSS counters per CPU and other
+        # threads allocate between the two reads, so a peak read first could fall below "now"
+        current = current_rss_mb()
+        self.rss_mb[self.frames] = current
+        self.peak_rss_mb[self.frames] = max(peak_rss_mb(), current)
         if len(self.peak_rss_mb) > RSS_SERIES:
             self.peak_rss_mb, self.rss_mb = _thinned(self.peak_rss_mb), _thinned(self.rss_mb)
 
