@@ -145,7 +145,7 @@ def test_the_held_out_sequence_protocol_scores_that_drive_and_keeps_the_last_epo
     whatever it scored; the drive comes out of val as well as train."""
     out = tmp_path / "run"
     result = _train(tiny_camvid, out, "--epochs", "2", "--set", "held_out_sequence=0016E5",
-                    "--set", "augment.capture=0.5")
+                    "--set", "augment.capture=0.5", "--set", "augment.balanced_crops=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2] and all("val_miou" not in h for h in history)

@@ -90,6 +90,12 @@ class AugmentConfig:
     # exposure and gamma (dusk, low light), white balance, motion blur, sensor noise and JPEG
     # is applied to a crop. 0 is the shipped recipe.
     capture: float = 0.0
+    # The chance that a crop is centred on a pixel of a rare class (rarer than the median class
+    # in the training masks: Pole, SignSymbol, Fence, Pedestrian, Bicyclist on CamVid), the class
+    # drawn uniformly among those in the frame, instead of placed at random; as the class-uniform
+    # sampling of Zhu et al. (2019). It only acts where the scaled frame is larger than the crop.
+    # 0 is the shipped recipe.
+    balanced_crops: float = 0.0
 
 
 BLUR_TAPS = 9   # the longest motion streak, in pixels of the training crop
@@ -137,7 +143,39 @@ def _capture(image: tf.Tensor, chance: float) -> tf.Tensor:
     return image
 
 
-def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int):
+def _crop(both: tf.Tensor, crop_hw: tuple[int, int], rare: tf.Tensor, chance: float) -> tf.Tensor:
+    """A crop of ``both`` (image channels, then the mask): at random, or with probability ``chance``
+    centred (as far as the frame allows) on a random pixel of a ``rare`` class the frame holds."""
+    ch, cw = crop_hw
+    mask = tf.cast(both[..., -1], tf.int32)
+
+    def around_rare():
+        present = tf.boolean_mask(rare, tf.reduce_any(mask[None] == rare[:, None, None], axis=[1, 2]))
+        if_none = tf.image.random_crop(both, [ch, cw, tf.shape(both)[-1]])
+
+        def centred():
+            cls = tf.random.shuffle(present)[0]
+            where = tf.where(mask == cls)
+            y, x = tf.unstack(tf.cast(tf.random.shuffle(where)[0], tf.int32))
+            top = tf.clip_by_value(y - ch // 2, 0, tf.shape(mask)[0] - ch)
+            left = tf.clip_by_value(x - cw // 2, 0, tf.shape(mask)[1] - cw)
+            return both[top:top + ch, left:left + cw]
+        return tf.cond(tf.size(present) > 0, centred, lambda: if_none)
+
+    if chance <= 0:
+        return tf.image.random_crop(both, [ch, cw, tf.shape(both)[-1]])
+    return tf.cond(tf.random.uniform([]) < chance, around_rare,
+                   lambda: tf.image.random_crop(both, [ch, cw, tf.shape(both)[-1]]))
+
+
+def rare_classes(split: DecodedSplit, num_classes: int) -> np.ndarray:
+    """The classes rarer than the median class by pixel count in ``split``'s masks."""
+    counts = class_pixel_counts(split, num_classes)
+    seen = counts > 0
+    return np.flatnonzero(seen & (counts < np.median(counts[seen]))).astype(np.int32)
+
+
+def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int, rare: tf.Tensor):
     """Random scale, pad with void, crop, flip and colour jitter; image stays float RGB 0-255."""
     ch, cw = cfg.crop_hw
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -149,7 +187,7 @@ def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int):
     paddings = [[0, pad_h], [0, pad_w], [0, 0]]
     image = tf.pad(image, paddings, constant_values=127.5)
     mask = tf.pad(tf.cast(mask, tf.float32), paddings, constant_values=float(void))
-    both = tf.image.random_crop(tf.concat([image, mask], axis=-1), [ch, cw, 4])
+    both = _crop(tf.concat([image, mask], axis=-1), (ch, cw), rare, cfg.balanced_crops)
     if cfg.flip:
         both = tf.image.random_flip_left_right(both)
     image, mask = both[..., :3] / 255.0, both[..., 3]
@@ -171,9 +209,11 @@ def _generator(split: DecodedSplit):
     return gen
 
 
-def training_dataset(split: DecodedSplit, cfg: AugmentConfig, batch: int, void: int, seed: int) -> tf.data.Dataset:
+def training_dataset(split: DecodedSplit, cfg: AugmentConfig, batch: int, void: int, seed: int,
+                     num_classes: int) -> tf.data.Dataset:
     """Endless shuffled, augmented batches of (image float [0,255], mask int32 with void)."""
     tf.random.set_seed(seed)
+    rare = tf.constant(rare_classes(split, num_classes) if cfg.balanced_crops > 0 else np.zeros(0, np.int32))
     ds = tf.data.Dataset.from_generator(
         _generator(split),
         output_signature=(
@@ -182,11 +222,19 @@ def training_dataset(split: DecodedSplit, cfg: AugmentConfig, batch: int, void: 
         ),
     )
     ds = ds.shuffle(len(split.images), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.map(lambda i, m: _augment(i, m, cfg, void), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda i, m: _augment(i, m, cfg, void, rare), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 CLASS_WEIGHTINGS = ("none", "median", "sqrt_median")
+
+
+def class_pixel_counts(split: DecodedSplit, num_classes: int) -> np.ndarray:
+    """Labelled pixels per class over the split's masks (void and other labels not counted)."""
+    counts = np.zeros(num_classes, np.float64)
+    for mask in split.masks:
+        counts += np.bincount(mask.reshape(-1), minlength=256)[:num_classes]
+    return counts
 
 
 def class_weights(split: DecodedSplit, num_classes: int, mode: str) -> np.ndarray | None:
@@ -200,9 +248,7 @@ def class_weights(split: DecodedSplit, num_classes: int, mode: str) -> np.ndarra
                              "set class_weighting=none, median or sqrt_median")
     if mode == "none":
         return None
-    counts = np.zeros(num_classes, np.float64)
-    for mask in split.masks:
-        counts += np.bincount(mask.reshape(-1), minlength=256)[:num_classes]
+    counts = class_pixel_counts(split, num_classes)
     freq = counts / max(counts.sum(), 1)
     weights = np.median(freq[freq > 0]) / np.maximum(freq, 1e-12)
     weights[freq == 0] = 0.0

@@ -174,7 +174,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
                  if chief else None)
     batches = iter(strategy.distribute_datasets_from_function(
         lambda ctx: training_dataset(train, config.augment, ctx.get_per_replica_batch_size(config.batch), void,
-                                     config.seed + ctx.input_pipeline_id)))
+                                     config.seed + ctx.input_pipeline_id, num_classes)))
     train_step = _train_step(strategy, model, optimizer, loss_fn)
     for epoch in range(int(epoch_var.numpy()) + 1, config.epochs + 1):
         started, total = time.monotonic(), 0.0
