@@ -11,7 +11,14 @@ tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.train
 
 from segrefine_edge.training.data import (  # noqa: E402
-    AugmentConfig, DecodedSplit, _augment, _capture, _crop, _motion_blur, rare_classes)
+    AugmentConfig,
+    DecodedSplit,
+    _augment,
+    _capture,
+    _crop,
+    _motion_blur,
+    rare_classes,
+)
 
 
 def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
