@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,9 @@ pytestmark = pytest.mark.train
 
 from segrefine_edge.errors import SegrefineError  # noqa: E402
 from segrefine_edge.training.config import TrainConfig, config_to_dict  # noqa: E402
-from segrefine_edge.training.protocol import collect  # noqa: E402
+from segrefine_edge.training.protocol import collect, format_recipes  # noqa: E402
+from segrefine_edge.training.refiner_loop import RefinerTrainConfig  # noqa: E402
+from segrefine_edge.training.run_folder import read_run_config  # noqa: E402
 
 
 def _run(folder: Path, sequence: str | None, seed: int, miou: float, **changes) -> Path:
@@ -40,11 +43,13 @@ def test_recipes_are_grouped_averaged_over_sequences_and_spread_over_seeds(tmp_p
     base, capture = sorted(collect(runs), key=lambda r: r.settings.get("augment.capture", 0))
     assert base.settings == {"augment.capture": 0.0} and capture.settings == {"augment.capture": 0.5}
     summary = base.summary()
-    assert summary["mean_miou"] == pytest.approx(0.565) and summary["spread"] == pytest.approx(0.03)
-    assert summary["by_sequence"] == pytest.approx({"A": 0.52, "B": 0.61})
+    miou = summary["metrics"]["miou"]
+    assert summary["headline"] == "miou"
+    assert miou["mean"] == pytest.approx(0.565) and miou["spread"] == pytest.approx(0.03)
+    assert miou["by_sequence"] == pytest.approx({"A": 0.52, "B": 0.61})
     assert summary["class_iou"][1] is None                   # a class absent from one run has no mean
-    assert capture.summary()["seeds"] == [0] and capture.summary()["mean_miou"] == pytest.approx(0.62)
-    assert capture.summary()["spread"] is None
+    assert capture.summary()["seeds"] == [0] and capture.summary()["metrics"]["miou"]["mean"] == pytest.approx(0.62)
+    assert capture.summary()["metrics"]["miou"]["spread"] is None
 
 
 def test_a_run_outside_the_protocol_is_one_line(tmp_path: Path):
@@ -65,4 +70,45 @@ def test_the_command_prints_each_recipe_and_writes_json(tmp_path: Path):
                              "--json", str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mean held-out mIoU 0.5500 over 2 sequence(s) x 2 seed(s), spread between seeds 0.1000" in result.stdout
-    assert json.loads(out.read_text())[0]["by_seed"] == {"0": 0.5, "1": 0.6}
+    assert json.loads(out.read_text())[0]["metrics"]["miou"]["by_seed"] == {"0": 0.5, "1": 0.6}
+
+
+def _refiner_run(folder: Path, segmenter: Path, seed: int, before: tuple[float, float], after: tuple[float, float],
+                 adversarial: float = 0.0) -> Path:
+    """A finished refiner protocol run: mIoU and Boundary F without and with it, per-class IoU."""
+    config = dataclasses.asdict(RefinerTrainConfig(segmenter=str(segmenter), seed=seed,
+                                                   adversarial_weight=adversarial,
+                                                   held_out_sequence=read_run_config(segmenter)["held_out_sequence"]))
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"kind": "refiner", "version": 1, **config}))
+    (folder / "best.json").write_text(json.dumps({
+        "step": 375, "segmenter_miou": before[0], "segmenter_boundary_f": before[1], "refined_miou": after[0],
+        "refined_boundary_f": after[1], "segmenter_iou": [0.5, 0.2, None], "refined_iou": [0.52, 0.17, None]}))
+    return folder
+
+
+def test_refiner_runs_are_judged_by_their_gain_over_the_fold_segmenter(tmp_path: Path):
+    """A refiner recipe's figure is what it adds on drives neither model saw; refiners behind
+    different segmenter recipes are different recipes even though each fold's run differs."""
+    segmenters = {q: _run(tmp_path / f"seg{q}", q, 0, 0.5) for q in "AB"}
+    other = {q: _run(tmp_path / f"segcap{q}", q, 0, 0.5, augment__capture=0.2) for q in "AB"}
+    runs = [_refiner_run(tmp_path / "ceA0", segmenters["A"], 0, (0.50, 0.60), (0.51, 0.64)),
+            _refiner_run(tmp_path / "ceB0", segmenters["B"], 0, (0.40, 0.50), (0.40, 0.52)),
+            _refiner_run(tmp_path / "ceA1", segmenters["A"], 1, (0.50, 0.60), (0.49, 0.63)),
+            _refiner_run(tmp_path / "ceB1", segmenters["B"], 1, (0.40, 0.50), (0.41, 0.53)),
+            _refiner_run(tmp_path / "advA", segmenters["A"], 0, (0.50, 0.60), (0.50, 0.61), adversarial=0.01),
+            _refiner_run(tmp_path / "advB", segmenters["B"], 0, (0.40, 0.50), (0.40, 0.51), adversarial=0.01),
+            _refiner_run(tmp_path / "capA", other["A"], 0, (0.55, 0.60), (0.56, 0.61)),
+            _refiner_run(tmp_path / "capB", other["B"], 0, (0.45, 0.50), (0.46, 0.51))]
+    recipes = collect(runs)
+    assert len(recipes) == 3
+    ce = next(r for r in recipes if r.settings.get("adversarial_weight") == 0.0
+              and r.settings.get("segmenter_recipe.augment.capture") == 0.0)
+    s = ce.summary()
+    assert s["headline"] == "boundary_f_gain" and s["seeds"] == [0, 1]
+    assert s["metrics"]["boundary_f_gain"]["mean"] == pytest.approx(0.03)
+    assert s["metrics"]["boundary_f_gain"]["by_seed"] == pytest.approx({"0": 0.03, "1": 0.03})
+    assert s["metrics"]["miou_gain"]["by_sequence"] == pytest.approx({"A": 0.0, "B": 0.005})
+    assert s["class_iou_gain"][:2] == pytest.approx([0.02, -0.03]) and s["class_iou_gain"][2] is None
+    text = format_recipes(recipes, ["Sky", "Pole", "Fence"])
+    assert "Boundary F 0.5500 -> 0.5800 (+0.0300, spread 0.0000)" in text and "Pole -0.030" in text

@@ -4,6 +4,7 @@ the classical guided-filter baseline behaves."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,11 +146,13 @@ def test_a_refiner_run_resumes_from_its_checkpoint_and_refuses_a_different_confi
     assert other.returncode == 2 and "different config" in other.stderr
 
 
-def _fold_run(tiny_run: Path, folder: Path, held_out: int) -> Path:
-    """A copy of the tiny segmenter run that says it left fold ``held_out`` of 2 out."""
+def _fold_run(tiny_run: Path, folder: Path, held_out: int, held_out_sequence: str | None = None) -> Path:
+    """A copy of the tiny segmenter run that says it left fold ``held_out`` of 2 out, or with
+    ``held_out_sequence`` that drive."""
     folder.mkdir()
     config = json.loads((tiny_run / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "folds": 2, "held_out": held_out}))
+    left_out = {"held_out_sequence": held_out_sequence} if held_out_sequence else {"folds": 2, "held_out": held_out}
+    (folder / "config.json").write_text(json.dumps({**config, **left_out}))
     (folder / "best.weights.h5").write_bytes((tiny_run / "best.weights.h5").read_bytes())
     return folder
 
@@ -177,6 +180,44 @@ def test_refiner_trains_on_held_out_segmenter_outputs_one_run_per_fold(tiny_run:
         assert np.load(tmp_path / "run" / "inputs" / f"heldout_{index}.npy").shape == (2, 16, 24, 11)
     assert not [p for fold in folds for p in fold.glob("*.npy")]   # nothing written into the segmenters' runs
     assert json.loads((tmp_path / "run" / "config.json").read_text())["heldout_segmenters"] == [str(f) for f in folds]
+
+
+def _protocol_data(camvid: Path, root: Path) -> Path:
+    """Four training frames of the dusk drive 0001TP and four val frames of 0016E5: two drives."""
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for image in sorted((camvid / split).iterdir())[:4]:
+            shutil.copy(image, root / split / image.name)
+            shutil.copy(camvid / f"{split}annot" / image.name, root / f"{split}annot" / image.name)
+    shutil.copy(camvid / "classes.json", root / "classes.json")
+    return root
+
+
+@pytest.mark.train
+def test_under_the_protocol_a_refiner_trains_beside_its_folds_segmenter_and_keeps_the_last_step(
+        tiny_run: Path, camvid: Path, tmp_path: Path):
+    """The refiner of fold 0016E5 trains on the other drive, is scored on 0016E5 (mIoU, Boundary F and
+    per-class IoU with and without it) and keeps its last step; a segmenter that saw the drive is refused."""
+    pytest.importorskip("tensorflow")
+    data = _protocol_data(camvid, tmp_path / "data")
+    segmenter = _fold_run(tiny_run, tmp_path / "seg_0016E5", 0, held_out_sequence="0016E5")
+    command = [*CLI, "train", "refiner", "--segmenter", str(segmenter), "--data", str(data), "--steps", "4",
+               "--batch", "2", "--set", "eval_every=2", "--set", "model.input_hw=[32,48]"]
+    trained = subprocess.run([*command, "--out", str(tmp_path / "run"), "--set", "held_out_sequence=0016E5"],
+                             capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "kept the last step, 4: held-out 0016E5 mIoU" in trained.stdout
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "run" / "best.json").read_text()) == history[-1]
+    assert len(history[-1]["segmenter_iou"]) == len(history[-1]["refined_iou"]) == 11
+    # the scored split is the four 0016E5 frames, the training split the four 0001TP ones
+    assert np.load(tmp_path / "run" / "inputs" / "val.npy").shape[0] == 4
+    assert np.load(tmp_path / "run" / "inputs" / "train.npy").shape[0] == 4
+    wrong = subprocess.run([*command, "--out", str(tmp_path / "wrong"), "--set", "held_out_sequence=0001TP"],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "must be the run trained with --set held_out_sequence=0001TP" in wrong.stderr
+    assert "left out 0016E5" in wrong.stderr and "Traceback" not in wrong.stderr and not (tmp_path / "wrong").exists()
 
 
 @pytest.fixture(scope="module")

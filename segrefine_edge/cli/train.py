@@ -71,7 +71,9 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
 def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, steps, batch, seed, overrides,
             resume) -> None:
-    """Train the boundary refiner on the frozen segmenter's outputs (CE, or CE + adversarial)."""
+    """Train the boundary refiner on the frozen segmenter's outputs (CE, or CE + adversarial).
+    Under the protocol (--set held_out_sequence=NAME, with the segmenter run that left NAME out) it
+    trains on every other drive, scores NAME at every check and keeps the last checkpoint."""
     require_tensorflow("train")
     from segrefine_edge.training.config import apply_overrides
     from segrefine_edge.training.refiner_loop import RefinerTrainConfig, train_refiner
@@ -86,7 +88,9 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
     config = apply_overrides(RefinerTrainConfig(), [*(f"{k}={json.dumps(v)}" for k, v in flags.items()), *overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     best = train_refiner(config, run_dir, resume=resume)
-    click.echo(f"best at step {best.get('step')}: val mIoU {best.get('segmenter_miou', 0):.4f} -> "
+    kept = (f"kept the last step, {best.get('step')}: held-out {config.held_out_sequence}" if config.held_out_sequence
+            else f"best at step {best.get('step')}: val")
+    click.echo(f"{kept} mIoU {best.get('segmenter_miou', 0):.4f} -> "
                f"{best.get('refined_miou', 0):.4f}, Boundary F {best.get('segmenter_boundary_f', 0):.4f} -> "
                f"{best.get('refined_boundary_f', 0):.4f}; weights in {run_dir}/best.weights.h5")
 

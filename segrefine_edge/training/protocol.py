@@ -1,10 +1,11 @@
 """The generalization protocol's verdict: runs grouped by recipe, scored on the drives they never saw.
 
-Each run trained with ``held_out_sequence`` set holds its last epoch's mIoU on that drive in
-``best.json``. Runs whose configs differ only in the seed and the held-out sequence are one
-recipe. A recipe's figure is the mean over held-out sequences; its spread is the range, over
-seeds, of that mean (each seed's runs averaged over the sequences), so a lever counts only when
-it moves the mean by more than the spread of both recipes.
+Each run trained with ``held_out_sequence`` set holds its last scores on that drive in ``best.json``:
+a segmenter its mIoU, a refiner the segmenter's and its own mIoU and Boundary F there. Runs whose
+configs differ only in the seed and the held-out sequence (and, for a refiner, the fold's segmenter
+run, whose own recipe stands in for it) are one recipe. A recipe's figure is the mean over held-out
+sequences; its spread is the range, over seeds, of that mean (each seed's runs averaged over the
+sequences), so a lever counts only when it moves the mean by more than the spread of both recipes.
 """
 
 from __future__ import annotations
@@ -19,15 +20,34 @@ import numpy as np
 from segrefine_edge.errors import SegrefineError
 from segrefine_edge.training.run_folder import read_run_config
 
-PER_RUN = ("seed", "held_out_sequence", "data", "init_weights", "backbone_weights", "strategy")
+PER_RUN = ("seed", "held_out_sequence", "data", "init_weights", "backbone_weights", "strategy", "segmenter",
+           "heldout_segmenters")
+HEADLINE = {"segmenter": "miou", "refiner": "boundary_f_gain"}   # the figure a recipe is judged by
+CLASS_VALUE = {"segmenter": "iou", "refiner": "iou_gain"}       # what its per-class means hold
+
+
+def _gain(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def run_scores(kind: str, record: dict[str, Any]) -> tuple[dict[str, float], list[float | None]]:
+    """A finished run's figures on its held-out drive and its per-class values: a segmenter's mIoU
+    and class IoU; a refiner's mIoU and Boundary F with and without it, and its change to each class's IoU."""
+    if kind != "refiner":
+        return {"miou": record["held_out_miou"]}, record["held_out_iou"]
+    metrics = {k: record[k] for k in ("segmenter_miou", "refined_miou", "segmenter_boundary_f", "refined_boundary_f")}
+    metrics["miou_gain"] = metrics["refined_miou"] - metrics["segmenter_miou"]
+    metrics["boundary_f_gain"] = metrics["refined_boundary_f"] - metrics["segmenter_boundary_f"]
+    return metrics, [_gain(a, b) for a, b in zip(record["segmenter_iou"], record["refined_iou"], strict=True)]
 
 
 @dataclass
 class Recipe:
-    """The protocol runs of one recipe: mIoU by (sequence, seed), and the settings that set it apart."""
+    """The protocol runs of one recipe: figures by (sequence, seed), and the settings that set it apart."""
 
+    kind: str
     settings: dict[str, Any]
-    scores: dict[tuple[str, int], float] = field(default_factory=dict)
+    scores: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     per_class: dict[tuple[str, int], list[float | None]] = field(default_factory=dict)
 
     @property
@@ -38,35 +58,45 @@ class Recipe:
     def seeds(self) -> list[int]:
         return sorted({seed for _, seed in self.scores})
 
+    @property
+    def metrics(self) -> list[str]:
+        return list(next(iter(self.scores.values()))) if self.scores else []
+
     def complete_seeds(self) -> list[int]:
         """Seeds with a run on every held-out sequence: only these enter the mean."""
         return [s for s in self.seeds if all((q, s) in self.scores for q in self.sequences)]
 
-    def seed_means(self) -> dict[int, float]:
-        return {s: float(np.mean([self.scores[(q, s)] for q in self.sequences])) for s in self.complete_seeds()}
+    def seed_means(self, metric: str) -> dict[int, float]:
+        return {s: float(np.mean([self.scores[(q, s)][metric] for q in self.sequences])) for s in self.complete_seeds()}
 
-    def sequence_means(self) -> dict[str, float]:
+    def sequence_means(self, metric: str) -> dict[str, float]:
         seeds = self.complete_seeds()
-        return {q: float(np.mean([self.scores[(q, s)] for s in seeds])) for q in self.sequences} if seeds else {}
+        return ({q: float(np.mean([self.scores[(q, s)][metric] for s in seeds])) for q in self.sequences}
+                if seeds else {})
 
     def class_means(self) -> list[float | None]:
-        """Per-class IoU averaged over every complete (sequence, seed) run; None where a class never showed."""
+        """Per-class values averaged over every complete (sequence, seed) run; None where a class never showed."""
         rows = [self.per_class[(q, s)] for q in self.sequences for s in self.complete_seeds()]
         columns = zip(*rows, strict=True) if rows else []
         return [None if any(v is None for v in column) else float(np.mean(column)) for column in columns]
 
+    def figure(self, metric: str) -> dict[str, Any]:
+        """One metric's mean over the sequences, spread over seeds, and both breakdowns."""
+        values = list(self.seed_means(metric).values())
+        return {"mean": float(np.mean(values)) if values else None,
+                "spread": float(max(values) - min(values)) if len(values) > 1 else None,
+                "by_sequence": self.sequence_means(metric),
+                "by_seed": {str(k): v for k, v in self.seed_means(metric).items()}}
+
     def summary(self) -> dict[str, Any]:
-        means = self.seed_means()
-        values = list(means.values())
         return {
+            "kind": self.kind,
             "settings": self.settings,
             "held_out_sequences": self.sequences,
-            "seeds": sorted(means),
-            "mean_miou": float(np.mean(values)) if values else None,
-            "spread": float(max(values) - min(values)) if len(values) > 1 else None,
-            "by_sequence": self.sequence_means(),
-            "by_seed": {str(k): v for k, v in means.items()},
-            "class_iou": self.class_means(),
+            "seeds": self.complete_seeds(),
+            "headline": HEADLINE[self.kind],
+            "metrics": {m: self.figure(m) for m in self.metrics},
+            f"class_{CLASS_VALUE[self.kind]}": self.class_means(),
         }
 
 
@@ -97,12 +127,15 @@ def collect(runs: list[str | Path]) -> list[Recipe]:
                                  "--set held_out_sequence=NAME")
         if not best.is_file():
             raise SegrefineError(f"{run} has no finished epoch yet (no best.json); let it finish or leave it out")
-        record = json.loads(best.read_text())
-        key = _recipe_key(config)
+        kind = config.get("kind", "segmenter")
+        if kind == "refiner":      # the fold's segmenter run differs by drive; its recipe does not
+            config["segmenter_recipe"] = json.loads(_recipe_key(read_run_config(config["segmenter"])))
+        key = json.dumps({"kind": kind, **json.loads(_recipe_key(config))}, sort_keys=True)
         configs.setdefault(key, _flatten(json.loads(key)))
-        recipe = grouped.setdefault(key, Recipe({}))
-        recipe.scores[(sequence, config["seed"])] = record["held_out_miou"]
-        recipe.per_class[(sequence, config["seed"])] = record["held_out_iou"]
+        recipe = grouped.setdefault(key, Recipe(kind, {}))
+        metrics, per_class = run_scores(kind, json.loads(best.read_text()))
+        recipe.scores[(sequence, config["seed"])] = metrics
+        recipe.per_class[(sequence, config["seed"])] = per_class
     def items(config: dict[str, Any]) -> set[tuple[str, str]]:
         return {(k, json.dumps(v)) for k, v in config.items()}
 
@@ -113,19 +146,41 @@ def collect(runs: list[str | Path]) -> list[Recipe]:
     return list(grouped.values())
 
 
+def _spread(figure: dict[str, Any]) -> str:
+    return "n/a (one seed)" if figure["spread"] is None else f"{figure['spread']:.4f}"
+
+
+def _segmenter_lines(s: dict[str, Any]) -> list[str]:
+    miou = s["metrics"]["miou"]
+    return [f"{s['settings']}: mean held-out mIoU {miou['mean']:.4f} over {len(s['held_out_sequences'])} "
+            f"sequence(s) x {len(s['seeds'])} seed(s), spread between seeds {_spread(miou)}",
+            "    by sequence: " + ", ".join(f"{q} {v:.4f}" for q, v in miou["by_sequence"].items())]
+
+
+def _refiner_lines(s: dict[str, Any]) -> list[str]:
+    m = s["metrics"]
+    bf, miou = m["boundary_f_gain"], m["miou_gain"]
+    return [f"{s['settings']}: refiner on held-out drives, Boundary F {m['segmenter_boundary_f']['mean']:.4f} -> "
+            f"{m['refined_boundary_f']['mean']:.4f} ({bf['mean']:+.4f}, spread {_spread(bf)}), mIoU "
+            f"{m['segmenter_miou']['mean']:.4f} -> {m['refined_miou']['mean']:.4f} ({miou['mean']:+.4f}, spread "
+            f"{_spread(miou)}) over {len(s['held_out_sequences'])} sequence(s) x {len(s['seeds'])} seed(s)",
+            "    by sequence: " + ", ".join(f"{q} Boundary F {bf['by_sequence'][q]:+.4f} mIoU {miou['by_sequence'][q]:+.4f}"
+                                          for q in s["held_out_sequences"])]
+
+
 def format_recipes(recipes: list[Recipe], class_names: list[str] | None = None) -> str:
-    """A plain-text table: one line per recipe, then per-sequence means and the classes."""
+    """A plain-text table: one line per recipe, then per-sequence means and the classes (a
+    segmenter's IoU, a refiner's change to it)."""
     lines = []
     for recipe in recipes:
         s = recipe.summary()
-        if s["mean_miou"] is None:
+        if not s["seeds"]:
             lines.append(f"{s['settings']}: no seed has a run on every held-out sequence yet")
             continue
-        spread = "n/a (one seed)" if s["spread"] is None else f"{s['spread']:.4f}"
-        lines.append(f"{s['settings']}: mean held-out mIoU {s['mean_miou']:.4f} over {len(s['held_out_sequences'])} "
-                     f"sequence(s) x {len(s['seeds'])} seed(s), spread between seeds {spread}")
-        lines.append("    by sequence: " + ", ".join(f"{q} {v:.4f}" for q, v in s["by_sequence"].items()))
+        lines += _refiner_lines(s) if recipe.kind == "refiner" else _segmenter_lines(s)
         if class_names:
-            lines.append("    by class: " + ", ".join(f"{n} {'-' if v is None else f'{v:.3f}'}"
-                                                  for n, v in zip(class_names, s["class_iou"], strict=False)))
+            sign = "+" if recipe.kind == "refiner" else ""
+            lines.append(f"    by class ({CLASS_VALUE[recipe.kind].replace('_', ' ')}): " + ", ".join(
+                f"{n} {'-' if v is None else format(v, sign + '.3f')}"
+                for n, v in zip(class_names, s[f"class_{CLASS_VALUE[recipe.kind]}"], strict=False)))
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from segrefine_edge.training.averaging import averaged_weights, check_momentum, 
 from segrefine_edge.training.config import load_config
 from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split
 from segrefine_edge.training.deeplab import build_segmenter, decoder_logits
-from segrefine_edge.training.folds import fold_of
+from segrefine_edge.training.folds import fold_of, split_by_sequence
 from segrefine_edge.training.losses import boundary_weighted_loss, lovasz_softmax
 from segrefine_edge.training.refiner_data import (
     FLOW_RESIDUAL,
@@ -59,6 +59,10 @@ class RefinerTrainConfig:
     # per fold: their outputs on the fold they never saw make ``heldout_share`` of the real inputs
     heldout_segmenters: list[str] = dataclasses.field(default_factory=list)
     heldout_share: float = 0.5
+    # The held-out-sequence protocol (issue 22): train and val pooled, this drive left out and
+    # scored at every check, the last checkpoint kept. The segmenter must be the run trained
+    # with the same drive left out, so neither model has seen it.
+    held_out_sequence: str | None = None
     eval_every: int = 250
     # > 0: the generator's weights are averaged (Keras' optimizer EMA); checkpoints are scored and
     # kept with the average, and the raw weights' scores are logged beside them
@@ -176,7 +180,8 @@ def score(generator: keras.Model, data: RefinerSplit, truth: list[np.ndarray], n
             labels = np.argmax(cv2.resize(logits, mask.shape[::-1], interpolation=cv2.INTER_LINEAR), -1)
             scorers[key].update(mask, labels)
     return {f"{k}_{m}": v for k, scorer in scorers.items() for m, v in
-            (("miou", scorer.miou()), ("boundary_f", scorer.boundary_f()))}
+            (("miou", scorer.miou()), ("boundary_f", scorer.boundary_f()),
+             ("iou", [None if np.isnan(x) else float(x) for x in scorer.iou()]))}
 
 
 class RefinerGAN(keras.Model):
@@ -235,6 +240,31 @@ def _selection_score(record: dict) -> float:
     return record["refined_boundary_f"] + record["refined_miou"]
 
 
+def _last_step(record: dict) -> float:
+    """Under the protocol the last checkpoint is kept: choosing one on the held-out drive would flatter it."""
+    return record["step"]
+
+
+def _training_and_scored_pairs(config: RefinerTrainConfig) -> tuple[list[Pair], list[Pair]]:
+    """What the refiner trains on and what it is scored on: train and val, or under the protocol
+    train + val without the held-out drive and that drive, whose segmenter must not have seen it."""
+    train, val = find_pairs(config.data, "train"), find_pairs(config.data, "val")
+    drive = config.held_out_sequence
+    if drive is None:
+        return train, val
+    run_config = Path(config.segmenter) / "config.json"
+    seen = load_config(run_config).held_out_sequence if run_config.is_file() else None
+    if seen != drive:
+        raise SegrefineError(f"under held_out_sequence={drive} the segmenter must be the run trained with "
+                             f"--set held_out_sequence={drive}; {config.segmenter} "
+                             + (f"left out {seen or 'no drive'}" if run_config.is_file() else "is not a training run"))
+    if config.heldout_segmenters:
+        raise SegrefineError("held_out_sequence and --heldout-segmenter both choose what the refiner sees of "
+                             "unseen images; set one of them")
+    training, held_out = split_by_sequence([train, val], drive)
+    return training, sorted(held_out, key=lambda pair: pair.image.name)   # in time order, for a temporal refiner
+
+
 def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = False) -> dict:
     """Train, keeping ``best.weights.h5`` and resumable checkpoints in ``run``; the segmenter's
     outputs the refiner learns from are cached in ``run/inputs/`` (conversion calibrates on them)."""
@@ -246,7 +276,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = Fa
     predict = _frozen_segmenter(Path(config.segmenter), c)
     info = read_class_info(config.data)
     void = info.void if info and info.void is not None else 255
-    pairs = {name: find_pairs(config.data, name) for name in ("train", "val")}
+    pairs = dict(zip(("train", "val"), _training_and_scored_pairs(config), strict=True))
     splits = {name: decode_split(pairs[name], c, void) for name in ("train", "val")}
     pixel_weights = class_weights(splits["train"], c, config.class_weighting)
     plan = _heldout_plan(config.heldout_segmenters, splits["train"], pairs["train"]) if config.heldout_segmenters else None
@@ -295,10 +325,12 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = Fa
             scores = score(scored, data["val"], truth, c, void)
             record |= scores
             folder.append_history(record)
-            log.info("step %d ce %.4f d_acc %.2f | val mIoU %.4f -> %.4f, BF %.4f -> %.4f", i, logs["ce"],
-                     logs["d_accuracy"], scores["segmenter_miou"], scores["refined_miou"],
+            log.info("step %d ce %.4f d_acc %.2f | %s mIoU %.4f -> %.4f, BF %.4f -> %.4f", i, logs["ce"],
+                     logs["d_accuracy"], f"held-out {config.held_out_sequence}" if config.held_out_sequence else "val",
+                     scores["segmenter_miou"], scores["refined_miou"],
                      scores["segmenter_boundary_f"], scores["refined_boundary_f"])
-            folder.keep_if_best(record, _selection_score, scored.save_weights)
+            folder.keep_if_best(record, _last_step if config.held_out_sequence else _selection_score,
+                                scored.save_weights)
             done.assign(i)
             checkpoints.save()
     return folder.best_record() or {}
