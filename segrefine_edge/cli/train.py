@@ -99,9 +99,10 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--json", "json_path", default=None, help="Write every recipe's figures as JSON.")
 def protocol(runs, json_path) -> None:
-    """Compare recipes under the held-out-sequence protocol: the mean held-out mIoU of each recipe
-    over the sequences left out, and the spread between seeds (RUNS: segmenter runs trained with
-    --set held_out_sequence=NAME; runs that differ only in seed and sequence are one recipe).
+    """Compare recipes under the held-out-sequence protocol (RUNS: segmenter or refiner runs trained
+    with --set held_out_sequence=NAME; runs that differ only in seed and sequence are one recipe):
+    a segmenter recipe's mean held-out mIoU over the sequences left out, a refiner recipe's Boundary F
+    and mIoU gain over its fold's segmenter there, each with the spread between seeds.
     Reads run folders only: no TensorFlow needed."""
     from segrefine_edge.datasets import read_class_info
     from segrefine_edge.sinks import check_output_file
