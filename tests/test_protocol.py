@@ -52,6 +52,17 @@ def test_recipes_are_grouped_averaged_over_sequences_and_spread_over_seeds(tmp_p
     assert capture.summary()["metrics"]["miou"]["spread"] is None
 
 
+def test_a_run_from_before_a_lever_existed_groups_with_the_recipe_it_trained(tmp_path: Path):
+    """A config saved before ``augment.balanced_crops`` existed is the recipe with it off."""
+    old = _run(tmp_path / "old", "A", 0, 0.50)
+    saved = json.loads((old / "config.json").read_text())
+    del saved["augment"]["balanced_crops"]
+    (old / "config.json").write_text(json.dumps(saved))
+    recipes = collect([old, _run(tmp_path / "new", "A", 1, 0.54), _run(tmp_path / "on", "A", 0, 0.6,
+                                                                         augment__balanced_crops=0.5)])
+    assert sorted(len(r.scores) for r in recipes) == [1, 2]
+
+
 def test_a_run_outside_the_protocol_is_one_line(tmp_path: Path):
     with pytest.raises(SegrefineError, match="not a protocol run"):
         collect([_run(tmp_path / "v", None, 0, 0.7)])

@@ -100,6 +100,19 @@ class Recipe:
         }
 
 
+def _as_current(config: dict[str, Any]) -> dict[str, Any]:
+    """A segmenter run's config as this version writes it: a lever added since the run trained takes
+    its default (off, the recipe as it was), so old and new runs of one recipe group together.
+    Without TensorFlow (which the config classes import) configs are compared as saved."""
+    if config.get("kind", "segmenter") != "segmenter":
+        return config
+    try:
+        from segrefine_edge.training.config import config_from_dict, config_to_dict
+    except ImportError:
+        return config
+    return {**config, **config_to_dict(config_from_dict(config))}
+
+
 def _recipe_key(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in (*PER_RUN, "kind", "version")}, sort_keys=True)
 
@@ -119,7 +132,7 @@ def collect(runs: list[str | Path]) -> list[Recipe]:
     grouped: dict[str, Recipe] = {}
     configs: dict[str, dict[str, Any]] = {}
     for run in runs:
-        config = read_run_config(run)
+        config = _as_current(read_run_config(run))
         sequence = config.get("held_out_sequence")
         best = Path(run) / "best.json"
         if not sequence:
@@ -129,7 +142,7 @@ def collect(runs: list[str | Path]) -> list[Recipe]:
             raise SegrefineError(f"{run} has no finished epoch yet (no best.json); let it finish or leave it out")
         kind = config.get("kind", "segmenter")
         if kind == "refiner":      # the fold's segmenter run differs by drive; its recipe does not
-            config["segmenter_recipe"] = json.loads(_recipe_key(read_run_config(config["segmenter"])))
+            config["segmenter_recipe"] = json.loads(_recipe_key(_as_current(read_run_config(config["segmenter"]))))
         key = json.dumps({"kind": kind, **json.loads(_recipe_key(config))}, sort_keys=True)
         configs.setdefault(key, _flatten(json.loads(key)))
         recipe = grouped.setdefault(key, Recipe(kind, {}))
