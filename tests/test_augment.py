@@ -14,9 +14,9 @@ from segrefine_edge.training.data import (  # noqa: E402
     AugmentConfig,
     DecodedSplit,
     _augment,
-    _capture,
     _crop,
     _motion_blur,
+    capture_changes,
     rare_classes,
 )
 
@@ -31,13 +31,13 @@ def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def test_capture_changes_the_image_and_stays_in_range():
+def testcapture_changes_changes_the_image_and_stays_in_range():
     image = tf.constant(_scene()[0], tf.float32) / 255.0
     tf.random.set_seed(1)
-    changed = _capture(image, 1.0).numpy()
+    changed = capture_changes(image, 1.0).numpy()
     assert changed.shape == image.shape and changed.min() >= 0 and changed.max() <= 1
     assert np.abs(changed - image.numpy()).mean() > 0.01
-    assert np.array_equal(_capture(image, 0.0).numpy(), image.numpy())
+    assert np.array_equal(capture_changes(image, 0.0).numpy(), image.numpy())
 
 
 def test_motion_blur_keeps_a_flat_image_flat_and_softens_an_edge():
@@ -51,7 +51,7 @@ def test_motion_blur_keeps_a_flat_image_flat_and_softens_an_edge():
     np.testing.assert_allclose(blurred.mean(axis=(1, 2, 3)), edge.mean(), atol=0.02)   # light is kept
 
 
-def test_capture_never_moves_the_labels():
+def testcapture_changes_never_moves_the_labels():
     image, mask = _scene()
     config = AugmentConfig(crop_hw=(48, 64), scale_range=(1.0, 1.0), flip=False, capture=1.0)
     out_image, out_mask = _augment(tf.constant(image), tf.constant(mask), config, 11, tf.zeros([0], tf.int32))

@@ -204,7 +204,8 @@ def test_under_the_protocol_a_refiner_trains_beside_its_folds_segmenter_and_keep
     segmenter = _fold_run(tiny_run, tmp_path / "seg_0016E5", 0, held_out_sequence="0016E5")
     command = [*CLI, "train", "refiner", "--segmenter", str(segmenter), "--data", str(data), "--steps", "4",
                "--batch", "2", "--set", "eval_every=2", "--set", "model.input_hw=[32,48]"]
-    trained = subprocess.run([*command, "--out", str(tmp_path / "run"), "--set", "held_out_sequence=0016E5"],
+    trained = subprocess.run([*command, "--out", str(tmp_path / "run"), "--set", "held_out_sequence=0016E5",
+                              "--set", "capture=0.5"],
                              capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "kept the last step, 4: held-out 0016E5 mIoU" in trained.stdout
@@ -386,6 +387,20 @@ def test_held_out_logits_make_their_share_of_the_real_inputs(heldout_share: floa
     _, inputs, _ = next(batches(data, 400, 4, real_share=1.0, seed=0, heldout_share=heldout_share))
     share = float((inputs[:, 0, 0, 0] == 1.0).mean())
     assert share == pytest.approx(heldout_share, abs=0.07)
+
+
+def test_a_changed_image_reaches_the_refiner_and_the_mask_and_logits_do_not_change():
+    pytest.importorskip("tensorflow")
+    from segrefine_edge.training.refiner_data import RefinerSplit, batches
+
+    rng = np.random.default_rng(7)
+    data = RefinerSplit(np.full((2, 8, 12, 3), 100, np.uint8), rng.integers(0, 4, (2, 8, 12)).astype(np.uint8),
+                        rng.normal(size=(2, 8, 12, 4)).astype(np.float16))
+    plain = next(batches(data, 6, 4, real_share=1.0, seed=0))
+    changed = next(batches(data, 6, 4, real_share=1.0, seed=0, change_image=lambda image: 255 - image))
+    assert np.all(plain[0] == 100) and np.all(changed[0] == 155)
+    np.testing.assert_array_equal(plain[1], changed[1])
+    np.testing.assert_array_equal(plain[2], changed[2])
 
 
 @pytest.mark.train

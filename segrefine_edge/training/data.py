@@ -121,7 +121,7 @@ def _maybe(chance: float, change, image: tf.Tensor) -> tf.Tensor:
     return tf.cond(tf.random.uniform([]) < chance, lambda: change(image), lambda: image)
 
 
-def _capture(image: tf.Tensor, chance: float) -> tf.Tensor:
+def capture_changes(image: tf.Tensor, chance: float) -> tf.Tensor:
     """Camera and light differences on an RGB image in [0, 1], each with probability ``chance``."""
     def exposure(x):     # from one and a half stops under (dusk) to half a stop over, then a gamma
         gain = tf.pow(2.0, tf.random.uniform([], -1.5, 0.5))
@@ -197,7 +197,7 @@ def _augment(image: tf.Tensor, mask: tf.Tensor, cfg: AugmentConfig, void: int, r
     image = tf.image.random_hue(image, cfg.hue)
     image = tf.clip_by_value(image, 0.0, 1.0)
     if cfg.capture > 0:
-        image = _capture(image, cfg.capture)
+        image = capture_changes(image, cfg.capture)
     image = image * 255.0
     return image, tf.cast(mask, tf.int32)
 

@@ -144,11 +144,13 @@ def previous_probabilities(data: RefinerSplit, index: int, current: np.ndarray, 
 
 
 def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float, seed: int,
-            temporal: bool = False, flow_residual: float = FLOW_RESIDUAL, heldout_share: float = 0.0):
+            temporal: bool = False, flow_residual: float = FLOW_RESIDUAL, heldout_share: float = 0.0,
+            change_image: Callable[[np.ndarray], np.ndarray] | None = None):
     """Endless batches of the generator's inputs and the mask: (image, input logits[, previous
     probabilities], mask). Input logits are a real segmenter's with probability ``real_share``
     (of those, ``heldout_share`` from a held-out fold's segmenter where the split has them),
-    perturbed ground truth otherwise; random horizontal flips."""
+    perturbed ground truth otherwise; random horizontal flips. ``change_image``, where given,
+    alters the refiner's copy of each image (light, colour, noise) and never the labels."""
     rng = np.random.default_rng(seed)
     n = len(data.images)
     while True:
@@ -156,6 +158,8 @@ def batches(data: RefinerSplit, batch: int, num_classes: int, real_share: float,
         columns: list[list[np.ndarray]] = [[], [], [], []] if temporal else [[], [], []]
         for i in idx:
             image, mask = data.images[i], data.masks[i]
+            if change_image is not None:
+                image = change_image(image)
             if rng.random() >= real_share:
                 inputs = perturbed_logits(mask, num_classes, rng, data.logits.shape[1:3])
             elif data.heldout_logits is not None and rng.random() < heldout_share:

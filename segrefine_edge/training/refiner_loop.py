@@ -21,7 +21,7 @@ from segrefine_edge.metrics import SplitScorer
 from segrefine_edge.preprocess import resize_image
 from segrefine_edge.training.averaging import averaged_weights, check_momentum, ema_options
 from segrefine_edge.training.config import load_config
-from segrefine_edge.training.data import DecodedSplit, class_weights, decode_split
+from segrefine_edge.training.data import DecodedSplit, capture_changes, class_weights, decode_split
 from segrefine_edge.training.deeplab import build_segmenter, decoder_logits
 from segrefine_edge.training.folds import fold_of, split_by_sequence
 from segrefine_edge.training.losses import boundary_weighted_loss, lovasz_softmax
@@ -55,6 +55,10 @@ class RefinerTrainConfig:
     label_smoothing: float = 0.1        # softened real maps, so confidence alone does not give fakes away
     real_share: float = 0.7             # real segmenter outputs vs perturbed ground truth
     flow_residual: float = FLOW_RESIDUAL  # temporal: motion left after flow alignment
+    # The segmenter's capture augmentation (augment.capture: exposure, white balance, blur, noise,
+    # JPEG, each with this chance) on the refiner's copy of the image only: on a drive in other
+    # light the image edges the refiner trusts look different (issue 23). 0 is the shipped recipe.
+    capture: float = 0.0
     # Segmenter runs trained with one fold of the training split left out (train/folds.py), one
     # per fold: their outputs on the fold they never saw make ``heldout_share`` of the real inputs
     heldout_segmenters: list[str] = dataclasses.field(default_factory=list)
@@ -240,6 +244,14 @@ def _selection_score(record: dict) -> float:
     return record["refined_boundary_f"] + record["refined_miou"]
 
 
+def _changed_image(chance: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The segmenter's capture changes, each with ``chance``, on a uint8 RGB image."""
+    def change(image: np.ndarray) -> np.ndarray:
+        changed = capture_changes(tf.constant(image, tf.float32) / 255.0, chance)
+        return np.asarray(changed * 255.0 + 0.5).astype(np.uint8)
+    return change
+
+
 def _last_step(record: dict) -> float:
     """Under the protocol the last checkpoint is kept: choosing one on the held-out drive would flatter it."""
     return record["step"]
@@ -306,7 +318,8 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = Fa
     writer = folder.tensorboard()
     # A resumed run draws fresh batches (the stream is seeded by the step it resumes from)
     stream = batches(data["train"], config.batch, c, config.real_share, config.seed + start, config.model.temporal,
-                     config.flow_residual, config.heldout_share)
+                     config.flow_residual, config.heldout_share,
+                     _changed_image(config.capture) if config.capture > 0 else None)
     truth = splits["val"].masks
     started = time.monotonic()
     for i in range(start + 1, config.steps + 1):
