@@ -114,7 +114,7 @@ def _as_current(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _recipe_key(config: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in config.items() if k not in (*PER_RUN, "kind", "version")}, sort_keys=True)
+    return json.dumps({k: v for k, v in config.items() if k not in (*PER_RUN, "version")}, sort_keys=True)
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -143,7 +143,7 @@ def collect(runs: list[str | Path]) -> list[Recipe]:
         kind = config.get("kind", "segmenter")
         if kind == "refiner":      # the fold's segmenter run differs by drive; its recipe does not
             config["segmenter_recipe"] = json.loads(_recipe_key(_as_current(read_run_config(config["segmenter"]))))
-        key = json.dumps({"kind": kind, **json.loads(_recipe_key(config))}, sort_keys=True)
+        key = _recipe_key(config)
         configs.setdefault(key, _flatten(json.loads(key)))
         recipe = grouped.setdefault(key, Recipe(kind, {}))
         metrics, per_class = run_scores(kind, json.loads(best.read_text()))
