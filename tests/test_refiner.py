@@ -112,14 +112,17 @@ def test_train_refiner_a_few_steps(tiny_run: Path, tmp_path: Path, adversarial_w
     result = subprocess.run([*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", data, "--out", str(out),
                              "--steps", "4", "--batch", "2", "--adversarial-weight", adversarial_weight,
                              "--set", "eval_every=2", "--set", "model.input_hw=[32,48]",
-                             "--set", f"lovasz_weight={lovasz_weight}", "--set", f"ema_momentum={ema_momentum}"],
+                             "--set", f"lovasz_weight={lovasz_weight}", "--set", f"ema_momentum={ema_momentum}",
+                             "--set", f"feature_matching_weight={adversarial_weight}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [2, 4]
     assert all(0 <= h["refined_miou"] <= 1 for h in history)
     if adversarial_weight != "0":
-        assert all(h["d_loss"] > 0 for h in history)
+        assert all(h["d_loss"] > 0 and h["g_feature_matching"] > 0 for h in history)
+    else:
+        assert all(h["g_feature_matching"] == 0 for h in history)
     # with weight averaging the raw weights are scored beside the averaged ones that are kept
     assert all(("raw_refined_miou" in h) == (ema_momentum != "0") for h in history)
     assert (out / "best.weights.h5").is_file()

@@ -49,6 +49,9 @@ class RefinerTrainConfig:
     lr_generator: float = 2e-4
     lr_discriminator: float = 4e-4      # two time-scale update rule: D learns faster
     adversarial_weight: float = 0.0     # 0: cross-entropy only; the GAN refiner uses ~0.001-0.01
+    # + this x the L1 distance between the discriminator's features of the refined map and of the
+    # ground truth (feature matching, as in pix2pixHD): a denser signal than the hinge score
+    feature_matching_weight: float = 0.0
     boundary_weight: float = 2.0        # extra CE weight within 2 px of a ground-truth boundary
     lovasz_weight: float = 0.0          # + this x Lovasz-softmax: every class counts alike, as in mean IoU
     class_weighting: str = "none"       # or median / sqrt_median: the thin classes the segmenter misses
@@ -212,22 +215,25 @@ class RefinerGAN(keras.Model):
         conditioned on the image; G minimises cross-entropy plus the weighted adversarial term."""
         features, mask = data
         image, c, cfg = features[0], self.num_classes, self.settings
-        adversarial = cfg.adversarial_weight > 0
+        adversarial = cfg.adversarial_weight > 0 or cfg.feature_matching_weight > 0
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             refined = self.generator(list(features), training=True)
             ce = boundary_weighted_loss(mask, refined, c, cfg.boundary_weight, self.pixel_weights)
             supervised = ce + cfg.lovasz_weight * lovasz_softmax(refined, mask, c) if cfg.lovasz_weight else ce
             fake = tf.nn.softmax(refined)
-            g_adv = d_loss = d_acc = tf.constant(0.0)
+            g_adv = g_fm = d_loss = d_acc = tf.constant(0.0)
             if adversarial:
                 real = _real_map(mask, fake, c, cfg.label_smoothing)
-                d_real = self.discriminator([image, real], training=True)
-                d_fake = self.discriminator([image, tf.stop_gradient(fake)], training=True)
+                d_real, *real_features = self.discriminator([image, real], training=True)
+                d_fake = self.discriminator([image, tf.stop_gradient(fake)], training=True)[0]
                 d_loss = tf.reduce_mean(tf.nn.relu(1 - d_real)) + tf.reduce_mean(tf.nn.relu(1 + d_fake))
                 d_acc = 0.5 * (tf.reduce_mean(tf.cast(d_real > 0, tf.float32))
                                + tf.reduce_mean(tf.cast(d_fake < 0, tf.float32)))
-                g_adv = -tf.reduce_mean(self.discriminator([image, fake], training=True))
-            g_loss = supervised + cfg.adversarial_weight * g_adv
+                g_score, *fake_features = self.discriminator([image, fake], training=True)
+                g_adv = -tf.reduce_mean(g_score)
+                g_fm = tf.add_n([tf.reduce_mean(tf.abs(tf.stop_gradient(r) - f))
+                                 for r, f in zip(real_features, fake_features, strict=True)])
+            g_loss = supervised + cfg.adversarial_weight * g_adv + cfg.feature_matching_weight * g_fm
         g_grads = g_tape.gradient(g_loss, self.generator.trainable_variables)
         self.g_optimizer.apply_gradients(zip(g_grads, self.generator.trainable_variables, strict=True))
         d_norm = tf.constant(0.0)
@@ -235,7 +241,7 @@ class RefinerGAN(keras.Model):
             d_grads = d_tape.gradient(d_loss, self.discriminator.trainable_variables)
             self.d_optimizer.apply_gradients(zip(d_grads, self.discriminator.trainable_variables, strict=True))
             d_norm = tf.linalg.global_norm(d_grads)
-        return {"ce": ce, "g_adv": g_adv, "d_loss": d_loss, "d_accuracy": d_acc,
+        return {"ce": ce, "g_adv": g_adv, "g_feature_matching": g_fm, "d_loss": d_loss, "d_accuracy": d_acc,
                 "g_grad_norm": tf.linalg.global_norm(g_grads), "d_grad_norm": d_norm}
 
 

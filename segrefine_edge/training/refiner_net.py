@@ -100,14 +100,17 @@ def build_generator(config: RefinerConfig) -> keras.Model:
 
 def build_discriminator(config: RefinerConfig) -> keras.Model:
     """Conditional PatchGAN with spectral normalisation: (image, class probabilities) ->
-    a grid of real/fake scores, each judging a ~70 px patch."""
+    a grid of real/fake scores, each judging a ~70 px patch, then the features of each of its
+    three blocks (for a feature-matching loss)."""
     h, w = config.input_hw
     f = config.discriminator_width
     image = keras.Input((h, w, 3), name="image")
     probs = keras.Input((h, w, config.num_classes), name="probabilities")
     x = layers.Concatenate()([layers.Rescaling(1 / 127.5, offset=-1.0)(image), probs])
+    features = []
     for i, filters in enumerate((f, 2 * f, 4 * f)):
         x = layers.SpectralNormalization(layers.Conv2D(filters, 4, strides=2, padding="same"), name=f"d{i}")(x)
         x = layers.LeakyReLU(0.2)(x)
+        features.append(x)
     x = layers.SpectralNormalization(layers.Conv2D(1, 3, padding="same"), name="d_out")(x)
-    return keras.Model([image, probs], x, name="discriminator")
+    return keras.Model([image, probs], [x, *features], name="discriminator")
