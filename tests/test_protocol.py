@@ -15,7 +15,7 @@ pytestmark = pytest.mark.train
 
 from segrefine_edge.errors import SegrefineError  # noqa: E402
 from segrefine_edge.training.config import TrainConfig, config_to_dict  # noqa: E402
-from segrefine_edge.training.protocol import collect, format_recipes  # noqa: E402
+from segrefine_edge.training.protocol import Recipe, collect, format_recipes, verdict  # noqa: E402
 from segrefine_edge.training.refiner_loop import RefinerTrainConfig  # noqa: E402
 from segrefine_edge.training.run_folder import read_run_config  # noqa: E402
 
@@ -31,6 +31,11 @@ def _run(folder: Path, sequence: str | None, seed: int, miou: float, **changes) 
     (folder / "best.json").write_text(json.dumps({"epoch": 10, "held_out_miou": miou,
                                                   "held_out_iou": [miou, None if seed else 0.5]}))
     return folder
+
+
+def _shifted(recipe: Recipe, by: float) -> Recipe:
+    """The same runs with every mIoU moved by ``by``: a recipe as far from ``recipe`` as that."""
+    return Recipe(recipe.kind, {"shifted": by}, {k: {"miou": v["miou"] + by} for k, v in recipe.scores.items()})
 
 
 def test_recipes_are_grouped_averaged_over_sequences_and_spread_over_seeds(tmp_path: Path):
@@ -50,6 +55,11 @@ def test_recipes_are_grouped_averaged_over_sequences_and_spread_over_seeds(tmp_p
     assert summary["class_iou"][1] is None                   # a class absent from one run has no mean
     assert capture.summary()["seeds"] == [0] and capture.summary()["metrics"]["miou"]["mean"] == pytest.approx(0.62)
     assert capture.summary()["metrics"]["miou"]["spread"] is None
+    third = _run(tmp_path / "b4", "B", 1, 0.60, augment__capture=0.5)     # now two complete seeds: 0.62, 0.65
+    base, capture = sorted(collect([*runs, third]), key=lambda r: r.settings.get("augment.capture", 0))
+    assert verdict(capture, base) == ("    against {'augment.capture': 0.0}: miou +0.0700, counts: outside both "
+                                      "spreads (0.0300, 0.0300)")
+    assert "does not count" in verdict(capture, _shifted(capture, -0.02))
 
 
 def test_a_run_from_before_a_lever_existed_groups_with_the_recipe_it_trained(tmp_path: Path):
@@ -81,6 +91,7 @@ def test_the_command_prints_each_recipe_and_writes_json(tmp_path: Path):
                              "--json", str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mean held-out mIoU 0.5500 over 2 sequence(s) x 2 seed(s), spread between seeds 0.1000" in result.stdout
+    assert "against" not in result.stdout             # one recipe: nothing to judge it against
     assert json.loads(out.read_text())[0]["metrics"]["miou"]["by_seed"] == {"0": 0.5, "1": 0.6}
 
 
@@ -123,3 +134,5 @@ def test_refiner_runs_are_judged_by_their_gain_over_the_fold_segmenter(tmp_path:
     assert s["class_iou_gain"][:2] == pytest.approx([0.02, -0.03]) and s["class_iou_gain"][2] is None
     text = format_recipes(recipes, ["Sky", "Pole", "Fence"])
     assert "Boundary F 0.5500 -> 0.5800 (+0.0300, spread 0.0000)" in text and "Pole -0.030" in text
+    # the first recipe given is the baseline; the adversarial one has one seed, so no spread to judge by
+    assert text.count("against {'adversarial_weight': 0.0") == 2 and "one seed: no spread to judge by" in text

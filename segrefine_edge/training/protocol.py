@@ -181,16 +181,35 @@ def _refiner_lines(s: dict[str, Any]) -> list[str]:
                                           for q in s["held_out_sequences"])]
 
 
+def verdict(recipe: Recipe, baseline: Recipe) -> str:
+    """Whether ``recipe`` moves the headline figure against ``baseline`` by more than both spreads."""
+    metric = HEADLINE[recipe.kind]
+    mine, theirs = recipe.figure(metric), baseline.figure(metric)
+    change = mine["mean"] - theirs["mean"]
+    if mine["spread"] is None or theirs["spread"] is None:
+        judged = "one seed: no spread to judge by"
+    elif abs(change) > max(mine["spread"], theirs["spread"]):
+        judged = f"counts: outside both spreads ({theirs['spread']:.4f}, {mine['spread']:.4f})"
+    else:
+        judged = f"does not count: inside the spread ({max(mine['spread'], theirs['spread']):.4f})"
+    return f"    against {baseline.settings}: {metric} {change:+.4f}, {judged}"
+
+
 def format_recipes(recipes: list[Recipe], class_names: list[str] | None = None) -> str:
     """A plain-text table: one line per recipe, then per-sequence means and the classes (a
-    segmenter's IoU, a refiner's change to it)."""
+    segmenter's IoU, a refiner's change to it), and each recipe judged against the first one
+    of its kind given (the baseline)."""
     lines = []
+    baselines: dict[str, Recipe] = {}
     for recipe in recipes:
         s = recipe.summary()
         if not s["seeds"]:
             lines.append(f"{s['settings']}: no seed has a run on every held-out sequence yet")
             continue
         lines += _refiner_lines(s) if recipe.kind == "refiner" else _segmenter_lines(s)
+        baseline = baselines.setdefault(recipe.kind, recipe)
+        if baseline is not recipe:
+            lines.append(verdict(recipe, baseline))
         if class_names:
             sign = "+" if recipe.kind == "refiner" else ""
             lines.append(f"    by class ({CLASS_VALUE[recipe.kind].replace('_', ' ')}): " + ", ".join(
