@@ -392,6 +392,7 @@ def test_held_out_logits_make_their_share_of_the_real_inputs(heldout_share: floa
     assert share == pytest.approx(heldout_share, abs=0.07)
 
 
+@pytest.mark.train
 def test_a_changed_image_reaches_the_refiner_and_the_mask_and_logits_do_not_change():
     pytest.importorskip("tensorflow")
     from segrefine_edge.training.refiner_data import RefinerSplit, batches
