@@ -136,3 +136,15 @@ def test_refiner_runs_are_judged_by_their_gain_over_the_fold_segmenter(tmp_path:
     assert "Boundary F 0.5500 -> 0.5800 (+0.0300, spread 0.0000)" in text and "Pole -0.030" in text
     # the first recipe given is the baseline; the adversarial one has one seed, so no spread to judge by
     assert text.count("against {'adversarial_weight': 0.0") == 2 and "one seed: no spread to judge by" in text
+
+
+def test_a_refiner_run_from_before_a_lever_existed_groups_with_the_recipe_it_trained(tmp_path: Path):
+    """A refiner config saved before ``capture`` and ``feature_matching_weight`` existed is the
+    recipe with both off."""
+    segmenter = _run(tmp_path / "segA", "A", 0, 0.5)
+    old = _refiner_run(tmp_path / "old", segmenter, 0, (0.5, 0.6), (0.5, 0.62))
+    saved = json.loads((old / "config.json").read_text())
+    del saved["capture"], saved["feature_matching_weight"]
+    (old / "config.json").write_text(json.dumps(saved))
+    recipes = collect([old, _refiner_run(tmp_path / "new", segmenter, 1, (0.5, 0.6), (0.5, 0.61))])
+    assert len(recipes) == 1 and sorted(recipes[0].scores) == [("A", 0), ("A", 1)]

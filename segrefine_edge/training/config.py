@@ -84,6 +84,12 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return _from_dict(TrainConfig, values)
 
 
+def with_defaults(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config (segmenter or refiner, ``cls`` its dataclass) as this version writes it: a
+    lever added since the run trained takes its default, which is the recipe the run trained."""
+    return dataclasses.asdict(_from_dict(cls, {k: v for k, v in values.items() if k not in ("kind", "version")}))
+
+
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

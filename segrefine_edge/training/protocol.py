@@ -101,16 +101,17 @@ class Recipe:
 
 
 def _as_current(config: dict[str, Any]) -> dict[str, Any]:
-    """A segmenter run's config as this version writes it: a lever added since the run trained takes
-    its default (off, the recipe as it was), so old and new runs of one recipe group together.
+    """A run's config as this version writes it, so old and new runs of one recipe group together.
     Without TensorFlow (which the config classes import) configs are compared as saved."""
-    if config.get("kind", "segmenter") != "segmenter":
-        return config
     try:
-        from segrefine_edge.training.config import config_from_dict, config_to_dict
+        from segrefine_edge.training.config import TrainConfig, with_defaults
+        if config.get("kind", "segmenter") == "refiner":
+            from segrefine_edge.training.refiner_loop import RefinerTrainConfig as cls
+        else:
+            cls = TrainConfig
     except ImportError:
         return config
-    return {**config, **config_to_dict(config_from_dict(config))}
+    return {**config, **with_defaults(cls, config)}
 
 
 def _recipe_key(config: dict[str, Any]) -> str:
