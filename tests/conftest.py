@@ -47,6 +47,21 @@ def camvid() -> Path:
 
 
 @pytest.fixture()
+def tiny_camvid(tmp_path: Path, camvid: Path) -> Path:
+    """A CamVid copy with the first four frames of train and of val (train's first frames are the dusk
+    drive 0001TP, val's are 0016E5: two drives) and the class file."""
+    root = tmp_path / "camvid"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for image in sorted((camvid / split).iterdir())[:4]:
+            shutil.copy(image, root / split / image.name)
+            shutil.copy(camvid / f"{split}annot" / image.name, root / f"{split}annot" / image.name)
+    shutil.copy(camvid / "classes.json", root / "classes.json")
+    return root
+
+
+@pytest.fixture()
 def small_video(tmp_path: Path) -> Path:
     """A 12-frame synthetic MJPG video (unit tests only)."""
     path = tmp_path / "small.avi"

@@ -4,7 +4,6 @@ the classical guided-filter baseline behaves."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -185,27 +184,14 @@ def test_refiner_trains_on_held_out_segmenter_outputs_one_run_per_fold(tiny_run:
     assert json.loads((tmp_path / "run" / "config.json").read_text())["heldout_segmenters"] == [str(f) for f in folds]
 
 
-def _protocol_data(camvid: Path, root: Path) -> Path:
-    """Four training frames of the dusk drive 0001TP and four val frames of 0016E5: two drives."""
-    for split in ("train", "val"):
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        for image in sorted((camvid / split).iterdir())[:4]:
-            shutil.copy(image, root / split / image.name)
-            shutil.copy(camvid / f"{split}annot" / image.name, root / f"{split}annot" / image.name)
-    shutil.copy(camvid / "classes.json", root / "classes.json")
-    return root
-
-
 @pytest.mark.train
 def test_under_the_protocol_a_refiner_trains_beside_its_folds_segmenter_and_keeps_the_last_step(
-        tiny_run: Path, camvid: Path, tmp_path: Path):
+        tiny_run: Path, tiny_camvid: Path, tmp_path: Path):
     """The refiner of fold 0016E5 trains on the other drive, is scored on 0016E5 (mIoU, Boundary F and
     per-class IoU with and without it) and keeps its last step; a segmenter that saw the drive is refused."""
     pytest.importorskip("tensorflow")
-    data = _protocol_data(camvid, tmp_path / "data")
     segmenter = _fold_run(tiny_run, tmp_path / "seg_0016E5", 0, held_out_sequence="0016E5")
-    command = [*CLI, "train", "refiner", "--segmenter", str(segmenter), "--data", str(data), "--steps", "4",
+    command = [*CLI, "train", "refiner", "--segmenter", str(segmenter), "--data", str(tiny_camvid), "--steps", "4",
                "--batch", "2", "--set", "eval_every=2", "--set", "model.input_hw=[32,48]"]
     trained = subprocess.run([*command, "--out", str(tmp_path / "run"), "--set", "held_out_sequence=0016E5",
                               "--set", "capture=0.5"],

@@ -4,7 +4,6 @@ bad input fails with one line."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +17,6 @@ pytestmark = pytest.mark.train
 CLI = [sys.executable, "-m", "segrefine_edge"]
 TINY = ["--set", "model.alpha=0.35", "--set", "augment.crop_hw=[64,96]", "--set", "eval_hw=[64,96]",
         "--set", "steps_per_epoch=2", "--batch", "2", "--set", "backbone_weights=null"]
-
-
-@pytest.fixture()
-def tiny_camvid(tmp_path: Path, camvid: Path) -> Path:
-    root = tmp_path / "camvid"
-    for split in ("train", "val"):
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        for image in sorted((camvid / split).iterdir())[:4]:
-            shutil.copy(image, root / split / image.name)
-            shutil.copy(camvid / f"{split}annot" / image.name, root / f"{split}annot" / image.name)
-    shutil.copy(camvid / "classes.json", root / "classes.json")
-    return root
 
 
 def _train(data: Path, out: Path, *extra: str, env: dict | None = None, timeout: float = 300):
