@@ -143,6 +143,21 @@ def test_the_held_out_sequence_protocol_scores_that_drive_and_keeps_the_last_epo
     assert "set one of them" in _error_line(both)
 
 
+def test_a_final_fit_trains_on_train_and_val_and_keeps_the_last_epoch(tiny_camvid: Path, tmp_path: Path):
+    """The shipped model's final fit: every labelled image trained on (4 train + 4 val here), val scored
+    under a name that says it was seen, and no epoch chosen by it."""
+    out = tmp_path / "run"
+    result = _train(tiny_camvid, out, "--epochs", "2", "--set", "final_fit=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 8 images, scoring 4 each epoch as seen_val_miou" in result.stderr
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2] and all("val_miou" not in h for h in history)
+    assert json.loads((out / "best.json").read_text()) == history[-1]
+    assert "final fit: the last epoch (2) kept" in result.stdout
+    both = _train(tiny_camvid, tmp_path / "b", "--set", "final_fit=true", "--set", "held_out_sequence=0016E5")
+    assert "cannot also leave a sequence or a fold out" in _error_line(both)
+
+
 def _free_ports(count: int) -> list[int]:
     import socket
 

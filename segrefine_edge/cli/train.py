@@ -33,7 +33,8 @@ def train() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_weights, strategy, resume) -> None:
     """Train DeepLabv3+ (MobileNetV2) and keep the best checkpoint by val mIoU (with --set
-    held_out_sequence=NAME: train on every other drive, score that one, keep the last epoch)."""
+    held_out_sequence=NAME: train on every other drive, score that one, keep the last epoch; with
+    --set final_fit=true: train on train + val, keep the last epoch)."""
     require_tensorflow("train")
     from segrefine_edge.training.config import TrainConfig, apply_overrides, load_config
     from segrefine_edge.training.segmenter_loop import train_segmenter
@@ -47,6 +48,10 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
     if config.held_out_sequence:
         click.echo(f"held-out {config.held_out_sequence} mIoU {kept.get('held_out_miou', float('nan')):.4f} at the "
                    f"last epoch ({kept.get('epoch')}); weights in {run_dir}/best.weights.h5")
+    elif config.final_fit:
+        click.echo(f"final fit: the last epoch ({kept.get('epoch')}) kept; val mIoU "
+                   f"{kept.get('seen_val_miou', float('nan')):.4f} on images it trained on (a check, not a "
+                   f"score); weights in {run_dir}/best.weights.h5")
     else:
         click.echo(f"best val mIoU {kept.get('val_miou', float('nan')):.4f} at epoch {kept.get('epoch')}; "
                    f"weights in {run_dir}/best.weights.h5")

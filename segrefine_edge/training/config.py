@@ -52,6 +52,11 @@ class TrainConfig:
     # left out whole and scored every epoch as ``held_out_miou``. Nothing is selected on it: the
     # last epoch's weights are the ones kept.
     held_out_sequence: str | None = None
+    # The final fit of a recipe the protocol chose (standard practice for CamVid test figures): train
+    # and val pooled, every labelled image trained on. Val is still scored each epoch, as
+    # ``seen_val_miou``, a check that training went well and nothing more, since it was trained on;
+    # the last epoch's weights are the ones kept.
+    final_fit: bool = False
 
 
 def _from_dict(cls: type, values: dict[str, Any]):

@@ -76,9 +76,10 @@ def evaluate_split(model: keras.Model, split: DecodedSplit, num_classes: int, vo
 class _EpochEnd:
     """After each epoch (chief only): mIoU with the project's metric, history line, kept weights.
 
-    ``key`` names the score: ``val_miou`` (the best epoch is kept) or, under the held-out-sequence
+    ``key`` names the score: ``val_miou`` (the best epoch is kept); under the held-out-sequence
     protocol, ``held_out_miou`` (the last epoch is kept: choosing an epoch on the held-out drive
-    would flatter it exactly as val flattered the recipe).
+    would flatter it exactly as val flattered the recipe); in a final fit, ``seen_val_miou`` (val
+    was trained on, so its score chooses nothing: the last epoch is kept).
     """
 
     def __init__(self, folder: RunFolder, eval_model: keras.Model, scored: DecodedSplit, num_classes: int,
@@ -108,7 +109,7 @@ class _EpochEnd:
         with self.writer.as_default(step=epoch):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar(self.key, miou)
-        rank = (lambda r: r["epoch"]) if self.key == "held_out_miou" else (lambda r: r[self.key])
+        rank = (lambda r: r[self.key]) if self.key == "val_miou" else (lambda r: r["epoch"])
         self.folder.keep_if_best(record, rank, self.eval_model.save_weights)
         log.info("epoch %d loss %.4f %s %.4f (kept: epoch %d)", epoch, loss, self.key, miou,
                  self.folder.best_record()["epoch"])
@@ -116,6 +117,12 @@ class _EpochEnd:
 
 def _training_and_scored_pairs(config: TrainConfig) -> tuple[list, list, str]:
     """What the run trains on, what it scores each epoch, and the name of that score."""
+    if config.final_fit:
+        if config.held_out_sequence is not None or config.folds > 1:
+            raise SegrefineError("final_fit trains on every labelled image; it cannot also leave a sequence or a "
+                                 "fold out: set one of them")
+        seen = find_pairs(config.data, config.val_split)
+        return find_pairs(config.data, config.train_split) + seen, seen, "seen_val_miou"
     if config.held_out_sequence is None:
         train_pairs = without_fold(find_pairs(config.data, config.train_split), config.folds, config.held_out)
         return train_pairs, find_pairs(config.data, config.val_split), "val_miou"
@@ -127,8 +134,8 @@ def _training_and_scored_pairs(config: TrainConfig) -> tuple[list, list, str]:
 
 
 def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) -> dict:
-    """Train, keeping ``best.weights.h5`` (the best epoch by val mIoU, or under the held-out-sequence
-    protocol the last) and resumable checkpoints in ``run``."""
+    """Train, keeping ``best.weights.h5`` (the best epoch by val mIoU; under the held-out-sequence
+    protocol or in a final fit, the last) and resumable checkpoints in ``run``."""
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     folder = RunFolder(run, "segmenter", config_to_dict(config))
@@ -146,6 +153,7 @@ def train_segmenter(config: TrainConfig, run: str | Path, resume: bool = False) 
     void = info.void if info and info.void is not None else 255
     num_classes = config.model.num_classes
     train_pairs, scored_pairs, score_key = _training_and_scored_pairs(config)
+    log.info("training on %d images, scoring %d each epoch as %s", len(train_pairs), len(scored_pairs), score_key)
     train = decode_split(train_pairs, num_classes, void)
     val = decode_split(scored_pairs, num_classes, void)
     if config.val_limit:
