@@ -8,7 +8,7 @@ import pytest
 
 from segrefine_edge.datasets import Pair
 from segrefine_edge.errors import SegrefineError
-from segrefine_edge.training.folds import fold_of, split_by_sequence, without_fold
+from segrefine_edge.training.folds import fold_of, held_out_sequences, split_by_sequence, without_fold
 
 
 def _pairs(names: list[str]) -> list[Pair]:
@@ -48,3 +48,18 @@ def test_an_unknown_or_only_sequence_is_one_line():
         split_by_sequence([_pairs(["A_000.png", "B_000.png"])], "Z")
     with pytest.raises(SegrefineError, match="leaves nothing to train on"):
         split_by_sequence([_pairs(["A_000.png"])], "A")
+
+
+def test_several_sequences_can_be_held_out_at_once():
+    """A nested fold's segmenter: trained on one drive, so its outputs on the other two are unseen."""
+    pairs = _pairs(["A_000.png", "B_000.png", "B_001.png", "C_000.png"])
+    training, held_out = split_by_sequence([pairs], "A, C")
+    assert held_out_sequences("A, C") == ["A", "C"]
+    assert [p.image.name for p in held_out] == ["A_000.png", "C_000.png"]
+    assert [p.image.name for p in training] == ["B_000.png", "B_001.png"]
+    with pytest.raises(SegrefineError, match="'Z' names no image"):
+        split_by_sequence([pairs], "A,Z")
+    with pytest.raises(SegrefineError, match="leaves nothing to train on"):
+        split_by_sequence([pairs], "A,B,C")
+    with pytest.raises(SegrefineError, match="names no image"):
+        split_by_sequence([pairs], " , ")

@@ -170,7 +170,7 @@ def test_refiner_trains_on_held_out_segmenter_outputs_one_run_per_fold(tiny_run:
                "--set", "eval_every=2", "--set", "model.input_hw=[32,48]", "--set", "heldout_share=1.0"]
     refused = subprocess.run([*command, "--out", str(tmp_path / "refused"), "--heldout-segmenter", str(tiny_run)],
                              capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "has no held-out fold" in refused.stderr
+    assert refused.returncode != 0 and "has no held-out fold or drive" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
     one_fold = subprocess.run([*command, "--out", str(tmp_path / "one"), "--heldout-segmenter", str(folds[0])],
                               capture_output=True, text=True, timeout=300)
@@ -208,6 +208,29 @@ def test_under_the_protocol_a_refiner_trains_beside_its_folds_segmenter_and_keep
                            capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "must be the run trained with --set held_out_sequence=0001TP" in wrong.stderr
     assert "left out 0016E5" in wrong.stderr and "Traceback" not in wrong.stderr and not (tmp_path / "wrong").exists()
+
+
+@pytest.mark.train
+def test_nested_folds_give_the_refiner_outputs_of_a_segmenter_that_never_saw_the_image_s_drive(
+        tiny_run: Path, tiny_camvid: Path, tmp_path: Path):
+    """Under the protocol, the refiner of fold 0016E5 trains on 0001TP's images; a segmenter that left
+    out both drives gives their real inputs (heldout_share 1). One that saw 0016E5 is refused, since
+    the refiner would learn from outputs of a model that knew the drive it is scored on."""
+    pytest.importorskip("tensorflow")
+    segmenter = _fold_run(tiny_run, tmp_path / "seg_0016E5", 0, held_out_sequence="0016E5")
+    nested = _fold_run(tiny_run, tmp_path / "seg_both", 0, held_out_sequence="0001TP,0016E5")
+    saw_it = _fold_run(tiny_run, tmp_path / "seg_0001TP", 0, held_out_sequence="0001TP")
+    command = [*CLI, "train", "refiner", "--segmenter", str(segmenter), "--data", str(tiny_camvid), "--steps", "2",
+               "--batch", "2", "--set", "eval_every=2", "--set", "model.input_hw=[32,48]",
+               "--set", "held_out_sequence=0016E5", "--set", "heldout_share=1.0"]
+    trained = subprocess.run([*command, "--out", str(tmp_path / "run"), "--heldout-segmenter", str(nested)],
+                             capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert np.load(tmp_path / "run" / "inputs" / "heldout_0.npy").shape[0] == 4     # the four 0001TP frames
+    refused = subprocess.run([*command, "--out", str(tmp_path / "refused"), "--heldout-segmenter", str(saw_it)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "must have left 0016E5 out too" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,8 @@ def segmenter(data, run_dir, config_file, overrides, epochs, batch, backbone_wei
               help="Video refiner: also takes the previous frame's refined mask (trained on moved copies).")
 @click.option("--heldout-segmenter", "heldout", multiple=True, metavar="RUN",
               help="A segmenter run trained with one fold left out (--set folds=2 --set held_out=K), once per "
-                   "fold: its outputs on that fold are inputs from images it never saw.")
+                   "fold, or with drives left out (--set held_out_sequence=A,B): its outputs on the images it "
+                   "left out are inputs from images it never saw.")
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -52,15 +52,25 @@ def without_fold(pairs: list[Pair], folds: int, held_out: int) -> list[Pair]:
     return [pair for pair, fold in zip(pairs, fold_of(pairs, folds), strict=True) if fold != held_out]
 
 
+def held_out_sequences(setting: str) -> list[str]:
+    """The drives a ``held_out_sequence`` setting names: one (``0006R0``), or several joined by commas
+    (``0001TP,0006R0``: a segmenter that never saw either, whose outputs on each are what a refiner
+    fold needs of images from a drive unseen by the segmenter that made them)."""
+    return [name.strip() for name in setting.split(",") if name.strip()]
+
+
 def split_by_sequence(pools: list[list[Pair]], held_out_sequence: str) -> tuple[list[Pair], list[Pair]]:
-    """(training pairs, held-out pairs): every labelled split pooled, one sequence taken out whole."""
+    """(training pairs, held-out pairs): every labelled split pooled, the named sequences taken out whole."""
     pairs = [pair for pool in pools for pair in pool]
-    held_out = [pair for pair in pairs if sequence_of(pair) == held_out_sequence]
-    if not held_out:
-        known = sorted({sequence_of(pair) for pair in pairs})
-        raise SegrefineError(f"held_out_sequence '{held_out_sequence}' names no image; the sequences here are "
+    drives = set(held_out_sequences(held_out_sequence))
+    known = sorted({sequence_of(pair) for pair in pairs})
+    unknown = sorted(drives - set(known)) or ([] if drives else [held_out_sequence])
+    if unknown:
+        raise SegrefineError(f"held_out_sequence '{unknown[0]}' names no image; the sequences here are "
                              f"{', '.join(known)}")
-    training = [pair for pair in pairs if sequence_of(pair) != held_out_sequence]
+    held_out = [pair for pair in pairs if sequence_of(pair) in drives]
+    training = [pair for pair in pairs if sequence_of(pair) not in drives]
     if not training:
-        raise SegrefineError(f"holding out '{held_out_sequence}' leaves nothing to train on; it is the only sequence")
+        raise SegrefineError(f"holding out '{held_out_sequence}' leaves nothing to train on; the sequences here are "
+                             f"{', '.join(known)}")
     return training, held_out

@@ -23,7 +23,7 @@ from segrefine_edge.training.averaging import averaged_weights, check_momentum, 
 from segrefine_edge.training.config import load_config
 from segrefine_edge.training.data import DecodedSplit, capture_changes, class_weights, decode_split
 from segrefine_edge.training.deeplab import build_segmenter, decoder_logits
-from segrefine_edge.training.folds import fold_of, split_by_sequence
+from segrefine_edge.training.folds import fold_of, held_out_sequences, sequence_of, split_by_sequence
 from segrefine_edge.training.losses import boundary_weighted_loss, lovasz_softmax
 from segrefine_edge.training.refiner_data import (
     FLOW_RESIDUAL,
@@ -63,7 +63,8 @@ class RefinerTrainConfig:
     # light the image edges the refiner trusts look different (issue 23). 0 is the shipped recipe.
     capture: float = 0.0
     # Segmenter runs trained with one fold of the training split left out (train/folds.py), one
-    # per fold: their outputs on the fold they never saw make ``heldout_share`` of the real inputs
+    # per fold, or with drives left out (held_out_sequence, one or several): their outputs on the
+    # images they never saw make ``heldout_share`` of the real inputs
     heldout_segmenters: list[str] = dataclasses.field(default_factory=list)
     heldout_share: float = 0.5
     # The held-out-sequence protocol (issue 22): train and val pooled, this drive left out and
@@ -114,8 +115,8 @@ def _frozen_segmenter(source: Path, num_classes: int) -> Callable[[np.ndarray], 
 
 
 def _heldout_plan(runs: list[str], split: DecodedSplit, pairs: list[Pair]) -> list[tuple[Path, list[int]]]:
-    """For each segmenter run, the training images (indices into the split) it left out; checked
-    to cover every image before any run folder is written or any segmenter runs."""
+    """For each segmenter run, the training images (indices into the split) it left out, a fold or
+    whole drives; checked to cover every image before any run folder is written or any segmenter runs."""
     skipped = set(split.skipped)
     position: dict[int, int] = {}               # pair index -> index into split.images
     for index, pair in enumerate(pairs):
@@ -125,12 +126,16 @@ def _heldout_plan(runs: list[str], split: DecodedSplit, pairs: list[Pair]) -> li
     for name in runs:
         run = Path(name)
         config = load_config(run / "config.json")
-        if config.folds < 2:
-            raise SegrefineError(f"segmenter run {run} trained on the whole split: it has no held-out fold; pass runs "
-                                 "trained with --set folds=2 --set held_out=K, one per fold")
-        # the folds the segmenter run cut, over every pair (readable or not)
-        chosen = [position[i] for i, fold in enumerate(fold_of(pairs, config.folds))
-                  if fold == config.held_out and i in position]
+        if config.held_out_sequence:
+            drives = held_out_sequences(config.held_out_sequence)
+            left_out = [sequence_of(pair) in drives for pair in pairs]
+        elif config.folds >= 2:                  # the folds the run cut, over every pair (readable or not)
+            left_out = [fold == config.held_out for fold in fold_of(pairs, config.folds)]
+        else:
+            raise SegrefineError(f"segmenter run {run} trained on the whole split: it has no held-out fold or drive; "
+                                 "pass runs trained with --set folds=2 --set held_out=K, one per fold, or with "
+                                 "--set held_out_sequence=DRIVES")
+        chosen = [position[i] for i, out in enumerate(left_out) if out and i in position]
         plan.append((run, chosen))
         covered.update(chosen)
     missing = [pairs[i].image.name for i, kept in position.items() if kept not in covered]
@@ -276,9 +281,12 @@ def _training_and_scored_pairs(config: RefinerTrainConfig) -> tuple[list[Pair], 
         raise SegrefineError(f"under held_out_sequence={drive} the segmenter must be the run trained with "
                              f"--set held_out_sequence={drive}; {config.segmenter} "
                              + (f"left out {seen or 'no drive'}" if run_config.is_file() else "is not a training run"))
-    if config.heldout_segmenters:
-        raise SegrefineError("held_out_sequence and --heldout-segmenter both choose what the refiner sees of "
-                             "unseen images; set one of them")
+    for name in config.heldout_segmenters:       # nested folds: none may have seen the scored drive either
+        nested = Path(name) / "config.json"
+        left_out = load_config(nested).held_out_sequence if nested.is_file() else None
+        if drive not in held_out_sequences(left_out or ""):
+            raise SegrefineError(f"under held_out_sequence={drive} every --heldout-segmenter must have left {drive} "
+                                 f"out too; {name} left out {left_out or 'no drive'}")
     training, held_out = split_by_sequence([train, val], drive)
     return training, sorted(held_out, key=lambda pair: pair.image.name)   # in time order, for a temporal refiner
 
