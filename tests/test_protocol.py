@@ -96,10 +96,11 @@ def test_the_command_prints_each_recipe_and_writes_json(tmp_path: Path):
 
 
 def _refiner_run(folder: Path, segmenter: Path, seed: int, before: tuple[float, float], after: tuple[float, float],
-                 adversarial: float = 0.0) -> Path:
+                 adversarial: float = 0.0, nested: tuple[Path, ...] = ()) -> Path:
     """A finished refiner protocol run: mIoU and Boundary F without and with it, per-class IoU."""
     config = dataclasses.asdict(RefinerTrainConfig(segmenter=str(segmenter), seed=seed,
                                                    adversarial_weight=adversarial,
+                                                   heldout_segmenters=[str(n) for n in nested],
                                                    held_out_sequence=read_run_config(segmenter)["held_out_sequence"]))
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"kind": "refiner", "version": 1, **config}))
@@ -148,3 +149,18 @@ def test_a_refiner_run_from_before_a_lever_existed_groups_with_the_recipe_it_tra
     (old / "config.json").write_text(json.dumps(saved))
     recipes = collect([old, _refiner_run(tmp_path / "new", segmenter, 1, (0.5, 0.6), (0.5, 0.61))])
     assert len(recipes) == 1 and sorted(recipes[0].scores) == [("A", 0), ("A", 1)]
+
+
+def test_nested_fold_refiners_are_their_own_recipe_and_a_repeated_run_is_refused(tmp_path: Path):
+    """Refiners whose unseen inputs came from nested segmenters differ from those without, although
+    every other setting (heldout_share included) is the same and each fold names other runs."""
+    segmenters = {q: _run(tmp_path / f"seg{q}", q, 0, 0.5) for q in "AB"}
+    only = {q: _run(tmp_path / f"only{q}", q, 0, 0.3) for q in "AB"}       # stand-ins for single-drive runs
+    plain = [_refiner_run(tmp_path / f"ce{q}", segmenters[q], 0, (0.5, 0.6), (0.5, 0.62)) for q in "AB"]
+    nested = [_refiner_run(tmp_path / f"nested{q}", segmenters[q], 0, (0.5, 0.6), (0.5, 0.58),
+                           nested=(only["B" if q == "A" else "A"],)) for q in "AB"]
+    recipes = collect([*plain, *nested])
+    assert len(recipes) == 2 and [sorted(r.scores) for r in recipes] == [[("A", 0), ("B", 0)]] * 2
+    assert recipes[0].settings == {"heldout_recipes": []}
+    with pytest.raises(SegrefineError, match="both hold out A with seed 0; give each run once"):
+        collect([*plain, _refiner_run(tmp_path / "again", segmenters["A"], 0, (0.5, 0.6), (0.5, 0.6))])

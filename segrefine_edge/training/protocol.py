@@ -114,6 +114,11 @@ def _as_current(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, **with_defaults(cls, config)}
 
 
+def _run_recipe(run: str | Path) -> dict[str, Any]:
+    """The recipe of the run in folder ``run`` (a refiner's segmenter, a nested fold's segmenter)."""
+    return json.loads(_recipe_key(_as_current(read_run_config(run))))
+
+
 def _recipe_key(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in (*PER_RUN, "version")}, sort_keys=True)
 
@@ -142,11 +147,17 @@ def collect(runs: list[str | Path]) -> list[Recipe]:
         if not best.is_file():
             raise SegrefineError(f"{run} has no finished epoch yet (no best.json); let it finish or leave it out")
         kind = config.get("kind", "segmenter")
-        if kind == "refiner":      # the fold's segmenter run differs by drive; its recipe does not
-            config["segmenter_recipe"] = json.loads(_recipe_key(_as_current(read_run_config(config["segmenter"]))))
+        if kind == "refiner":      # the fold's segmenter runs differ by drive; their recipes do not
+            config["segmenter_recipe"] = _run_recipe(config["segmenter"])
+            # nested folds: which recipes gave the unseen inputs, not which runs (empty: none did)
+            config["heldout_recipes"] = [json.loads(k) for k in sorted({json.dumps(_run_recipe(r), sort_keys=True)
+                                                                        for r in config.get("heldout_segmenters", [])})]
         key = _recipe_key(config)
         configs.setdefault(key, _flatten(json.loads(key)))
         recipe = grouped.setdefault(key, Recipe(kind, {}))
+        if (sequence, config["seed"]) in recipe.scores:
+            raise SegrefineError(f"{run} and another run of the same recipe both hold out {sequence} with seed "
+                                 f"{config['seed']}; give each run once")
         metrics, per_class = run_scores(kind, json.loads(best.read_text()))
         recipe.scores[(sequence, config["seed"])] = metrics
         recipe.per_class[(sequence, config["seed"])] = per_class
