@@ -162,5 +162,6 @@ def test_nested_fold_refiners_are_their_own_recipe_and_a_repeated_run_is_refused
     recipes = collect([*plain, *nested])
     assert len(recipes) == 2 and [sorted(r.scores) for r in recipes] == [[("A", 0), ("B", 0)]] * 2
     assert recipes[0].settings == {"heldout_recipes": []}
+    assert recipes[1].settings == {"heldout_recipes": ["the segmenter's recipe"]}
     with pytest.raises(SegrefineError, match="both hold out A with seed 0; give each run once"):
         collect([*plain, _refiner_run(tmp_path / "again", segmenters["A"], 0, (0.5, 0.6), (0.5, 0.6))])

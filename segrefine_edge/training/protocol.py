@@ -114,6 +114,15 @@ def _as_current(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, **with_defaults(cls, config)}
 
 
+def _heldout_recipes(config: dict[str, Any]) -> list[Any]:
+    """Nested folds: the recipes of the runs that gave a refiner its unseen inputs, not the runs (which
+    differ by fold), each as what sets it apart from the refiner's segmenter; empty where none did."""
+    own = _flatten(config["segmenter_recipe"])
+    recipes = {json.dumps({k: v for k, v in _flatten(_run_recipe(run)).items() if own.get(k) != v}, sort_keys=True)
+               for run in config.get("heldout_segmenters", [])}
+    return [json.loads(recipe) or "the segmenter's recipe" for recipe in sorted(recipes)]
+
+
 def _run_recipe(run: str | Path) -> dict[str, Any]:
     """The recipe of the run in folder ``run`` (a refiner's segmenter, a nested fold's segmenter)."""
     return json.loads(_recipe_key(_as_current(read_run_config(run))))
@@ -149,9 +158,7 @@ def collect(runs: list[str | Path]) -> list[Recipe]:
         kind = config.get("kind", "segmenter")
         if kind == "refiner":      # the fold's segmenter runs differ by drive; their recipes do not
             config["segmenter_recipe"] = _run_recipe(config["segmenter"])
-            # nested folds: which recipes gave the unseen inputs, not which runs (empty: none did)
-            config["heldout_recipes"] = [json.loads(k) for k in sorted({json.dumps(_run_recipe(r), sort_keys=True)
-                                                                        for r in config.get("heldout_segmenters", [])})]
+            config["heldout_recipes"] = _heldout_recipes(config)
         key = _recipe_key(config)
         configs.setdefault(key, _flatten(json.loads(key)))
         recipe = grouped.setdefault(key, Recipe(kind, {}))
