@@ -64,7 +64,7 @@ def split_by_sequence(pools: list[list[Pair]], held_out_sequence: str) -> tuple[
     pairs = [pair for pool in pools for pair in pool]
     drives = set(held_out_sequences(held_out_sequence))
     known = sorted({sequence_of(pair) for pair in pairs})
-    unknown = sorted(drives - set(known)) or ([] if drives else [held_out_sequence])
+    unknown = sorted(drives - set(known)) if drives else [held_out_sequence]
     if unknown:
         raise SegrefineError(f"held_out_sequence '{unknown[0]}' names no image; the sequences here are "
                              f"{', '.join(known)}")

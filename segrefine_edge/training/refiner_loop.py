@@ -268,6 +268,16 @@ def _last_step(record: dict) -> float:
     return record["step"]
 
 
+def _is_run(path: str) -> bool:
+    return (Path(path) / "config.json").is_file()
+
+
+def _left_out(segmenter: str) -> str | None:
+    """The drives a segmenter training run left out (its held_out_sequence); None for a run that left
+    none out, or a converted model, which says nothing of its training."""
+    return load_config(Path(segmenter) / "config.json").held_out_sequence if _is_run(segmenter) else None
+
+
 def _training_and_scored_pairs(config: RefinerTrainConfig) -> tuple[list[Pair], list[Pair]]:
     """What the refiner trains on and what it is scored on: train and val, or under the protocol
     train + val without the held-out drive and that drive, whose segmenter must not have seen it."""
@@ -275,15 +285,13 @@ def _training_and_scored_pairs(config: RefinerTrainConfig) -> tuple[list[Pair], 
     drive = config.held_out_sequence
     if drive is None:
         return train, val
-    run_config = Path(config.segmenter) / "config.json"
-    seen = load_config(run_config).held_out_sequence if run_config.is_file() else None
+    seen = _left_out(config.segmenter)
     if seen != drive:
         raise SegrefineError(f"under held_out_sequence={drive} the segmenter must be the run trained with "
                              f"--set held_out_sequence={drive}; {config.segmenter} "
-                             + (f"left out {seen or 'no drive'}" if run_config.is_file() else "is not a training run"))
+                             + (f"left out {seen or 'no drive'}" if _is_run(config.segmenter) else "is not a training run"))
     for name in config.heldout_segmenters:       # nested folds: none may have seen the scored drive either
-        nested = Path(name) / "config.json"
-        left_out = load_config(nested).held_out_sequence if nested.is_file() else None
+        left_out = _left_out(name)
         if drive not in held_out_sequences(left_out or ""):
             raise SegrefineError(f"under held_out_sequence={drive} every --heldout-segmenter must have left {drive} "
                                  f"out too; {name} left out {left_out or 'no drive'}")
