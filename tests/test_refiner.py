@@ -211,6 +211,28 @@ def test_under_the_protocol_a_refiner_trains_beside_its_folds_segmenter_and_keep
 
 
 @pytest.mark.train
+def test_a_refiner_final_fit_trains_on_train_and_val_and_keeps_the_last_step(tiny_run: Path, tiny_camvid: Path,
+                                                                             tmp_path: Path):
+    """The shipped refiner's final fit: the four train and four val images trained on, val scored under a
+    name that says it was seen, the last check kept whatever it scored; beside a held-out drive, refused."""
+    pytest.importorskip("tensorflow")
+    command = [*CLI, "train", "refiner", "--segmenter", str(tiny_run), "--data", str(tiny_camvid), "--steps", "4",
+               "--batch", "2", "--set", "eval_every=2", "--set", "model.input_hw=[32,48]", "--set", "final_fit=true"]
+    trained = subprocess.run([*command, "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "kept the last step, 4: seen val mIoU" in trained.stdout
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [2, 4]
+    assert json.loads((tmp_path / "run" / "best.json").read_text()) == history[-1]
+    assert np.load(tmp_path / "run" / "inputs" / "train.npy").shape[0] == 8
+    assert np.load(tmp_path / "run" / "inputs" / "val.npy").shape[0] == 4
+    both = subprocess.run([*command, "--out", str(tmp_path / "both"), "--set", "held_out_sequence=0016E5"],
+                          capture_output=True, text=True, timeout=300)
+    assert both.returncode == 2 and "cannot also leave a sequence out" in both.stderr
+    assert "Traceback" not in both.stderr and not (tmp_path / "both").exists()
+
+
+@pytest.mark.train
 def test_nested_folds_give_the_refiner_outputs_of_a_segmenter_that_never_saw_the_image_s_drive(
         tiny_run: Path, tiny_camvid: Path, tmp_path: Path):
     """Under the protocol, the refiner of fold 0016E5 trains on 0001TP's images; a segmenter that left

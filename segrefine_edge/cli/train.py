@@ -79,10 +79,11 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
             resume) -> None:
     """Train the boundary refiner on the frozen segmenter's outputs (CE, or CE + adversarial).
     Under the protocol (--set held_out_sequence=NAME, with the segmenter run that left NAME out) it
-    trains on every other drive, scores NAME at every check and keeps the last checkpoint."""
+    trains on every other drive, scores NAME at every check and keeps the last checkpoint; with
+    --set final_fit=true it trains on train + val and keeps the last checkpoint."""
     require_tensorflow("train")
     from segrefine_edge.training.config import apply_overrides
-    from segrefine_edge.training.refiner_loop import RefinerTrainConfig, train_refiner
+    from segrefine_edge.training.refiner_loop import RefinerTrainConfig, scored_name, train_refiner
 
     if segmenter == "default":
         shipped = default_model_path()
@@ -94,8 +95,8 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
     config = apply_overrides(RefinerTrainConfig(), [*(f"{k}={json.dumps(v)}" for k, v in flags.items()), *overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     best = train_refiner(config, run_dir, resume=resume)
-    kept = (f"kept the last step, {best.get('step')}: held-out {config.held_out_sequence}" if config.held_out_sequence
-            else f"best at step {best.get('step')}: val")
+    chosen = "kept the last step," if config.held_out_sequence or config.final_fit else "best at step"
+    kept = f"{chosen} {best.get('step')}: {scored_name(config)}"
     click.echo(f"{kept} mIoU {best.get('segmenter_miou', 0):.4f} -> "
                f"{best.get('refined_miou', 0):.4f}, Boundary F {best.get('segmenter_boundary_f', 0):.4f} -> "
                f"{best.get('refined_boundary_f', 0):.4f}; weights in {run_dir}/best.weights.h5")

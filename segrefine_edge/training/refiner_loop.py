@@ -71,6 +71,10 @@ class RefinerTrainConfig:
     # scored at every check, the last checkpoint kept. The segmenter must be the run trained
     # with the same drive left out, so neither model has seen it.
     held_out_sequence: str | None = None
+    # The shipped refiner's final fit, as the segmenter's (issue 22): train and val pooled, val still
+    # scored at every check (as ``seen_val``: it was trained on, so a check, never a choice) and the
+    # last checkpoint kept. Refused beside held_out_sequence.
+    final_fit: bool = False
     eval_every: int = 250
     # > 0: the generator's weights are averaged (Keras' optimizer EMA); checkpoints are scored and
     # kept with the average, and the raw weights' scores are logged beside them
@@ -264,8 +268,16 @@ def _changed_image(chance: float) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _last_step(record: dict) -> float:
-    """Under the protocol the last checkpoint is kept: choosing one on the held-out drive would flatter it."""
+    """Under the protocol the last checkpoint is kept: choosing one on the held-out drive would flatter
+    it; in a final fit val was trained on, so choosing by it would choose nothing real."""
     return record["step"]
+
+
+def scored_name(config: RefinerTrainConfig) -> str:
+    """What the checks score, as the log and the CLI name it."""
+    if config.held_out_sequence:
+        return f"held-out {config.held_out_sequence}"
+    return "seen val" if config.final_fit else "val"
 
 
 def _is_run(path: str) -> bool:
@@ -283,6 +295,11 @@ def _training_and_scored_pairs(config: RefinerTrainConfig) -> tuple[list[Pair], 
     train + val without the held-out drive and that drive, whose segmenter must not have seen it."""
     train, val = find_pairs(config.data, "train"), find_pairs(config.data, "val")
     drive = config.held_out_sequence
+    if config.final_fit:
+        if drive is not None:
+            raise SegrefineError("final_fit trains on every labelled image; it cannot also leave a sequence out: "
+                                 "set one of them")
+        return train + val, val
     if drive is None:
         return train, val
     seen = _left_out(config.segmenter)
@@ -361,10 +378,10 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = Fa
             record |= scores
             folder.append_history(record)
             log.info("step %d ce %.4f d_acc %.2f | %s mIoU %.4f -> %.4f, BF %.4f -> %.4f", i, logs["ce"],
-                     logs["d_accuracy"], f"held-out {config.held_out_sequence}" if config.held_out_sequence else "val",
+                     logs["d_accuracy"], scored_name(config),
                      scores["segmenter_miou"], scores["refined_miou"],
                      scores["segmenter_boundary_f"], scores["refined_boundary_f"])
-            folder.keep_if_best(record, _last_step if config.held_out_sequence else _selection_score,
+            folder.keep_if_best(record, _last_step if config.held_out_sequence or config.final_fit else _selection_score,
                                 scored.save_weights)
             done.assign(i)
             checkpoints.save()
