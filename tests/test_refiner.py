@@ -226,6 +226,12 @@ def test_a_refiner_final_fit_trains_on_train_and_val_and_keeps_the_last_step(tin
     assert json.loads((tmp_path / "run" / "best.json").read_text()) == history[-1]
     assert np.load(tmp_path / "run" / "inputs" / "train.npy").shape[0] == 8
     assert np.load(tmp_path / "run" / "inputs" / "val.npy").shape[0] == 4
+    # conversion calibrates on the eight images the cache holds, not on the train split's four
+    converted = subprocess.run([*CLI, "convert", str(tmp_path / "run"), "--to", "int8", "--out",
+                                str(tmp_path / "refiner.tflite"), "--calib-count", "8"],
+                               capture_output=True, text=True, timeout=300)
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    assert (tmp_path / "refiner.tflite").stat().st_size > 0
     both = subprocess.run([*command, "--out", str(tmp_path / "both"), "--set", "held_out_sequence=0016E5"],
                           capture_output=True, text=True, timeout=300)
     assert both.returncode == 2 and "cannot also leave a sequence out" in both.stderr

@@ -25,7 +25,7 @@ from segrefine_edge.conversion import TARGETS
 from segrefine_edge.datasets import IMAGE_SUFFIXES, find_pairs
 from segrefine_edge.errors import DatasetError, ModelError, SegrefineError
 from segrefine_edge.preprocess import resize_image
-from segrefine_edge.training.refiner_data import probabilities_at
+from segrefine_edge.training.refiner_data import TRAIN_IMAGES, probabilities_at
 
 _DEBUG_SAMPLES = 24  # images used to rank layers by quantisation error
 
@@ -56,19 +56,29 @@ def calibration_images(root: str | Path, split: str, count: int, input_hw: tuple
 def refiner_calibration(root: str | Path, split: str, logits_cache: Path | None, count: int,
                         input_hw: tuple[int, int], temporal: bool = False, seed: int = 0) -> list[list[np.ndarray]]:
     """(image, segmenter logits[, previous probabilities]) for a refiner, from the logits
-    cached at training (at the logits input's size); a temporal refiner's previous mask is
-    calibrated with the logits' softmax, which spans the same 0-1 range its own output will."""
+    cached at training (at the logits input's size), drawn from the images the run lists beside
+    that cache (a run from before the list: ``root``'s ``split``); a temporal refiner's previous
+    mask is calibrated with the logits' softmax, which spans the same 0-1 range its own output will."""
     if logits_cache is None or not logits_cache.is_file():
         raise DatasetError("the refiner's training inputs (inputs/train.npy in its run folder) are gone; "
                            "re-run `train refiner` or keep its run folder whole")
     logits = np.load(logits_cache, mmap_mode="r")
-    files = [pair.image for pair in find_pairs(root, split)]
+    listed = logits_cache.with_name(TRAIN_IMAGES)
+    if listed.is_file():            # the images the run trained on, in the cache's order
+        files = [Path(line) for line in listed.read_text().splitlines()]
+        source = str(listed)
+    else:                           # a run from before the list: it trained on the split
+        files = [pair.image for pair in find_pairs(root, split)]
+        source = f"{root} split '{split}'"
     if len(files) != len(logits):
-        raise DatasetError(f"{logits_cache} holds {len(logits)} entries but {root} split '{split}' has {len(files)} images")
+        raise DatasetError(f"{logits_cache} holds {len(logits)} entries but {source} has {len(files)} images")
     chosen = np.random.default_rng(seed).choice(len(files), size=min(count, len(files)), replace=False)
     samples = []
     for index in sorted(chosen):
         bgr = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"calibration image {files[index]} (listed in {source}) cannot be read; "
+                               "convert where the refiner's training data is")
         rgb = cv2.cvtColor(resize_image(bgr, input_hw), cv2.COLOR_BGR2RGB)
         sample = [rgb.astype(np.float32), np.asarray(logits[index], np.float32)]
         if temporal:

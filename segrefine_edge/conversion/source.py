@@ -31,7 +31,7 @@ class ExportSource:
     data: str | None
     recipe: dict | None
     role: str = "segmenter"
-    calibration_inputs: Path | None = None   # a refiner's cached segmenter logits (train split)
+    calibration_inputs: Path | None = None   # a refiner's cached segmenter logits of its training images
 
 
 def _decoder_resolution(model: keras.Model) -> keras.Model:

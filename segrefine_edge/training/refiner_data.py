@@ -17,6 +17,10 @@ from segrefine_edge.training.data import DecodedSplit
 # Size (see random_motion) of the motion a temporal refiner's previous mask keeps after flow
 # alignment, in training (the shipped refiner's; 0.2 was tried, docs/experiments.md).
 FLOW_RESIDUAL = 0.1
+# Beside a refiner run's cached logits of its training images (inputs/train.npy): those images'
+# paths, one per line, in the cache's order. Conversion calibrates on them; a run that trains on
+# more than the train split (final_fit, held_out_sequence) could not be matched to its cache otherwise.
+TRAIN_IMAGES = "train_images.txt"
 
 
 @dataclass

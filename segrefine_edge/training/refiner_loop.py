@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from segrefine_edge.atomic import write_atomic
 from segrefine_edge.datasets import Pair, find_pairs, read_class_info
 from segrefine_edge.errors import SegrefineError
 from segrefine_edge.metrics import SplitScorer
@@ -27,6 +28,7 @@ from segrefine_edge.training.folds import fold_of, held_out_sequences, sequence_
 from segrefine_edge.training.losses import boundary_weighted_loss, lovasz_softmax
 from segrefine_edge.training.refiner_data import (
     FLOW_RESIDUAL,
+    TRAIN_IMAGES,
     RefinerSplit,
     batches,
     probabilities_at,
@@ -335,6 +337,9 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = Fa
     if not resume:
         folder.create()
     inputs.mkdir(exist_ok=True)
+    unreadable = set(splits["train"].skipped)
+    write_atomic(inputs / TRAIN_IMAGES, "".join(f"{pair.image.resolve()}\n" for pair in pairs["train"]
+                                                if str(pair.image) not in unreadable).encode())
     heldout = _heldout_logits(plan, splits["train"], c, config.model.logits_hw, inputs) if plan else None
     data = {name: refiner_split(split, segmenter_logits(predict, split, config.model.logits_hw,
                                                         inputs / f"{name}.npy"), config.model.input_hw)
