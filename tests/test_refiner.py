@@ -323,9 +323,10 @@ def test_refiner_trains_on_a_tflite_segmenter_and_calibrates_from_its_own_run(ti
                               "--out", str(run), "--steps", "2", "--batch", "2", "--set", "eval_every=2",
                               "--set", "model.input_hw=[32,48]"], capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    caches = sorted((run / "inputs").iterdir())
-    assert [c.name for c in caches] == ["train.npy", "val.npy"]
-    assert np.load(caches[0]).shape == (4, 16, 24, 11)               # at the logits input's size
+    assert sorted(c.name for c in (run / "inputs").iterdir()) == ["train.npy", "train_images.txt", "val.npy"]
+    assert np.load(run / "inputs" / "train.npy").shape == (4, 16, 24, 11)    # at the logits input's size
+    listed = (run / "inputs" / "train_images.txt").read_text().splitlines()  # the cache's images, in its order
+    assert listed == [str(p.resolve()) for p in sorted((Path(data) / "train").iterdir())]
     assert TFLiteRefiner(_convert_int8(run, tmp_path / "refiner.tflite")).hw == (32, 48)
 
 

@@ -74,7 +74,7 @@ class RefinerTrainConfig:
     # with the same drive left out, so neither model has seen it.
     held_out_sequence: str | None = None
     # The shipped refiner's final fit, as the segmenter's (issue 22): train and val pooled, val still
-    # scored at every check (as ``seen_val``: it was trained on, so a check, never a choice) and the
+    # scored at every check (logged as "seen val": it was trained on, so a check, never a choice) and the
     # last checkpoint kept. Refused beside held_out_sequence.
     final_fit: bool = False
     eval_every: int = 250
