@@ -68,7 +68,6 @@ def test_the_default_refiner_only_goes_behind_the_shipped_segmenter(cityscapes_m
     assert Pipeline(PipelineOptions(refiner=None)).refiner.name == "none"
 
 
-
 def test_every_shipped_refiner_card_names_the_shipped_segmenter_it_was_trained_behind():
     """A refiner fits the segmenter whose outputs it learned from and was calibrated on. Each card
     records that file's SHA-256, so a segmenter replaced without retraining its refiners fails here."""
@@ -83,6 +82,7 @@ def test_every_shipped_refiner_card_names_the_shipped_segmenter_it_was_trained_b
     for refiner in refiners:
         card = refiner.with_suffix(".md").read_text()
         assert f"sha256 {digest}" in card, f"{refiner.name} was not trained behind {segmenter.name} ({digest})"
+
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda p: p.segment(np.zeros((8, 8), np.uint8)), "BGR uint8 array"),

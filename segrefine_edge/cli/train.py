@@ -83,7 +83,12 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
     --set final_fit=true it trains on train + val and keeps the last checkpoint."""
     require_tensorflow("train")
     from segrefine_edge.training.config import apply_overrides
-    from segrefine_edge.training.refiner_loop import RefinerTrainConfig, scored_name, train_refiner
+    from segrefine_edge.training.refiner_loop import (
+        RefinerTrainConfig,
+        keeps_last_checkpoint,
+        scored_name,
+        train_refiner,
+    )
 
     if segmenter == "default":
         shipped = default_model_path()
@@ -95,7 +100,7 @@ def refiner(segmenter, data, run_dir, adversarial_weight, temporal, heldout, ste
     config = apply_overrides(RefinerTrainConfig(), [*(f"{k}={json.dumps(v)}" for k, v in flags.items()), *overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     best = train_refiner(config, run_dir, resume=resume)
-    chosen = "kept the last step," if config.held_out_sequence or config.final_fit else "best at step"
+    chosen = "kept the last step," if keeps_last_checkpoint(config) else "best at step"
     kept = f"{chosen} {best.get('step')}: {scored_name(config)}"
     click.echo(f"{kept} mIoU {best.get('segmenter_miou', 0):.4f} -> "
                f"{best.get('refined_miou', 0):.4f}, Boundary F {best.get('segmenter_boundary_f', 0):.4f} -> "

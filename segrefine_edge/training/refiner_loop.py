@@ -275,6 +275,11 @@ def _last_step(record: dict) -> float:
     return record["step"]
 
 
+def keeps_last_checkpoint(config: RefinerTrainConfig) -> bool:
+    """Whether no checkpoint is chosen by its score: under the protocol or in a final fit."""
+    return bool(config.held_out_sequence) or config.final_fit
+
+
 def scored_name(config: RefinerTrainConfig) -> str:
     """What the checks score, as the log and the CLI name it."""
     if config.held_out_sequence:
@@ -386,7 +391,7 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = Fa
                      logs["d_accuracy"], scored_name(config),
                      scores["segmenter_miou"], scores["refined_miou"],
                      scores["segmenter_boundary_f"], scores["refined_boundary_f"])
-            folder.keep_if_best(record, _last_step if config.held_out_sequence or config.final_fit else _selection_score,
+            folder.keep_if_best(record, _last_step if keeps_last_checkpoint(config) else _selection_score,
                                 scored.save_weights)
             done.assign(i)
             checkpoints.save()
