@@ -161,6 +161,27 @@ def test_bad_options_get_one_line(small_video: Path, tmp_path: Path, args: list[
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_sparse_samples_run_as_stills_without_the_default_refiner_and_the_job_says_so(tmp_path: Path,
+                                                                                     small_video: Path):
+    """Frames 0.3 s apart run in image mode, where the default is no refiner (their masks are the
+    segmenter's alone); frames 0.1 s apart keep the temporal refiner."""
+    runs = {"sparse": ["--every", "3"], "alone": ["--every", "3", "--no-refiner"], "dense": ["--every", "1"]}
+    jobs = {}
+    for name, args in runs.items():
+        result = _annotate(str(small_video), "--out", str(tmp_path / name), "--quiet", *args)
+        assert result.returncode == 0, result.stderr[-2000:]
+        jobs[name] = json.loads((tmp_path / name / "job.json").read_text())
+    assert jobs["sparse"]["refiner"] == "camvid_refiner_temporal_int8"
+    assert jobs["sparse"]["image_mode_refiner"] == jobs["alone"]["image_mode_refiner"] == "none"
+    assert jobs["dense"]["refiner"] == "camvid_refiner_temporal_int8" and "image_mode_refiner" not in jobs["dense"]
+
+    def masks(name: str) -> list[bytes]:
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        return [(tmp_path / name / record["mask"]).read_bytes() for record in manifest["frames"]]
+
+    assert len(masks("sparse")) == 4 and masks("sparse") == masks("alone")
+
+
 def test_scenes_take_a_frame_at_each_cut(tmp_path: Path, small_video: Path):
     """Two clips joined at a cut: --scenes picks the first frame, the cut, and one per --max-gap."""
     from segrefine_edge.annotate.sampling import histogram, scene_frames

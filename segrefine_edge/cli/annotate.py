@@ -20,7 +20,7 @@ from segrefine_edge.annotate.sampling import Sampling
 from segrefine_edge.atomic import write_atomic
 from segrefine_edge.cli.options import FiniteRange, runtime_options, temporal_blend_option
 from segrefine_edge.errors import SegrefineError, SourceError
-from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
+from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions, resolve_refiner
 from segrefine_edge.sinks import check_not_an_input, check_writable_dir
 from segrefine_edge.sources import open_source, redact
 
@@ -31,6 +31,13 @@ def _models_spec(pipeline: Pipeline) -> dict:
             "refiner": pipeline.refiner.name,
             "refiner_sha256": file_hash(refiner.path) if refiner is not None else None,
             "labels": pipeline.contract.labels, "palette": pipeline.contract.palette_array().tolist()}
+
+
+def _image_mode_refiner(options: PipelineOptions) -> str:
+    """The refiner that inputs sampled too sparsely for video mode run (the default runs none there),
+    named in the job beside the video-mode one the probe pipeline describes."""
+    spec = resolve_refiner(dataclasses.replace(options, mode="image"))
+    return Path(spec).stem if spec else "none"
 
 
 @click.command()
@@ -45,7 +52,8 @@ def _models_spec(pipeline: Pipeline) -> dict:
 @click.option("--max-gap", type=FiniteRange(0, min_open=True), default=10.0, show_default=True,
               help="With --scenes: seconds between frames at most.")
 @click.option("--model", "-m", default=None, help="Segmenter .tflite (default: the shipped CamVid model).")
-@click.option("--refiner", default=None, help="Refiner .tflite or 'guided-filter' (default as in stream).")
+@click.option("--refiner", default=None, help="Refiner .tflite or 'guided-filter' (default: as in stream for frames at most 0.2 s "
+              "apart, none for sparser samples, which run as stills).")
 @click.option("--no-refiner", is_flag=True)
 @temporal_blend_option
 @runtime_options
@@ -93,6 +101,8 @@ def annotate(inputs, out_dir, formats_wanted, every, sample_fps, scenes, max_gap
     with_images = any(getattr(formats()[f], "NEEDS_IMAGES", False) for f in formats_wanted)
     spec = {**_models_spec(probe), "inputs": [{"name": p.video, "uri": redact(p.uri)} for p in plans],
             "sampling": sampling.to_json(), "chunk_frames": chunk_frames, "frames_written": "images" if with_images else "masks"}
+    if any(plan.mode() == "image" for plan in plans):
+        spec["image_mode_refiner"] = _image_mode_refiner(options)
     job = JobFolder(out, spec)
     started = time.monotonic()
 
