@@ -36,14 +36,17 @@ def _upsampled_argmax(values: np.ndarray, size_wh: tuple[int, int]) -> np.ndarra
     Resizing contiguous planes and keeping a running maximum is about 5x faster than resizing
     the interleaved HxWxC array and calling np.argmax on its last axis (30 -> 6 ms for 11
     classes to 768x576 on the build machine), and gives the same labels (ties go to the lower
-    class in both).
+    class in both). The comparisons run in OpenCV (vectorised, no boolean index arrays).
     """
     w, h = size_wh
     planes = np.ascontiguousarray(np.moveaxis(values, -1, 0))
     labels = np.zeros((h, w), np.uint8 if len(planes) <= 256 else np.uint16)
     best = cv2.resize(planes[0], (w, h), interpolation=cv2.INTER_LINEAR)
+    fill, wins = np.empty_like(labels), np.empty((h, w), np.uint8)
     for index in range(1, len(planes)):
         plane = cv2.resize(planes[index], (w, h), interpolation=cv2.INTER_LINEAR)
-        labels[plane > best] = index
-        np.maximum(best, plane, out=best)
+        cv2.compare(plane, best, cv2.CMP_GT, dst=wins)
+        fill.fill(index)
+        cv2.copyTo(fill, wins, labels)
+        cv2.max(best, plane, dst=best)
     return labels

@@ -13,6 +13,7 @@ import pytest
 from segrefine_edge.backend import open_backend
 from segrefine_edge.models import default_model_path
 from segrefine_edge.pipeline import Pipeline, PipelineOptions
+from segrefine_edge.postprocess import labels_at
 from segrefine_edge.render import Renderer, RenderOptions
 from segrefine_edge.runner import Outputs, RunLimits, run_stream
 from segrefine_edge.sinks.video import VideoFileSink
@@ -36,6 +37,17 @@ def test_invoke(benchmark, peers: Path, name: str):
     info = backend.inputs[0]
     backend.set_input(0, np.random.default_rng(0).integers(0, 255, info.shape, dtype=np.uint8).astype(info.dtype))
     benchmark.pedantic(backend.invoke, warmup_rounds=5, rounds=50)
+
+
+def test_postprocess_on_vtest(benchmark, vtest: Path):
+    """The default pipeline's scores for a vtest.avi frame (the temporal refiner's 8-bit probabilities
+    at 176x240) to labels at the frame's 768x576: the issue's postprocess stage alone."""
+    with open_source(str(vtest)) as source, Pipeline(PipelineOptions(mode="video")) as pipeline:
+        for _ in range(3):
+            image = source.read().image
+            result = pipeline.segment(image)
+    size = (image.shape[1], image.shape[0])
+    benchmark.pedantic(labels_at, args=(result.scores, size), warmup_rounds=5, rounds=100)
 
 
 def test_pipeline_on_vtest(benchmark, peers: Path, vtest: Path, tmp_path: Path):
