@@ -120,14 +120,17 @@ def _frozen_segmenter(source: Path, num_classes: int) -> Callable[[np.ndarray], 
     return predict
 
 
+def _decoded_pairs(pairs: list[Pair], split: DecodedSplit) -> list[int]:
+    """The indices of the pairs ``split`` holds, in its order (decoding skips unreadable ones)."""
+    skipped = set(split.skipped)
+    return [index for index, pair in enumerate(pairs) if str(pair.image) not in skipped]
+
+
 def _heldout_plan(runs: list[str], split: DecodedSplit, pairs: list[Pair]) -> list[tuple[Path, list[int]]]:
     """For each segmenter run, the training images (indices into the split) it left out, a fold or
     whole drives; checked to cover every image before any run folder is written or any segmenter runs."""
-    skipped = set(split.skipped)
-    position: dict[int, int] = {}               # pair index -> index into split.images
-    for index, pair in enumerate(pairs):
-        if str(pair.image) not in skipped:
-            position[index] = len(position)
+    # pair index -> index into split.images
+    position = {index: kept for kept, index in enumerate(_decoded_pairs(pairs, split))}
     plan, covered = [], set()
     for name in runs:
         run = Path(name)
@@ -342,9 +345,8 @@ def train_refiner(config: RefinerTrainConfig, run: str | Path, resume: bool = Fa
     if not resume:
         folder.create()
     inputs.mkdir(exist_ok=True)
-    unreadable = set(splits["train"].skipped)
-    write_atomic(inputs / TRAIN_IMAGES, "".join(f"{pair.image.resolve()}\n" for pair in pairs["train"]
-                                                if str(pair.image) not in unreadable).encode())
+    write_atomic(inputs / TRAIN_IMAGES, "".join(f"{pairs['train'][index].image.resolve()}\n"
+                                                for index in _decoded_pairs(pairs["train"], splits["train"])).encode())
     heldout = _heldout_logits(plan, splits["train"], c, config.model.logits_hw, inputs) if plan else None
     data = {name: refiner_split(split, segmenter_logits(predict, split, config.model.logits_hw,
                                                         inputs / f"{name}.npy"), config.model.input_hw)
