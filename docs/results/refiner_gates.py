@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segrefine_edge.datasets import read_class_info
 from segrefine_edge.metrics.validation import SplitScorer
 from segrefine_edge.refiner import GuidedFilterRefiner
 from segrefine_edge.scores import ScoreMap
@@ -28,21 +29,19 @@ from segrefine_edge.training.refiner_data import refiner_split
 from segrefine_edge.training.refiner_loop import RefinerTrainConfig, _training_and_scored_pairs
 from segrefine_edge.training.refiner_net import build_generator
 
-THIN = [2, 6, 7, 9, 10]   # CamVid's Pole, SignSymbol, Fence, Pedestrian, Bicyclist
-VOID = 11
+THIN = ["Pole", "SignSymbol", "Fence", "Pedestrian", "Bicyclist"]
 
 
 class Frame:
-    """One left-out image's segmenter logits (88x120), refined logits and residual (176x240)."""
+    """One left-out image: the segmenter's logits (88x120), and at the refiner's 176x240 its refined logits,
+    the segmenter's upsampled, their confidence and where either names a thin class."""
 
-    def __init__(self, image_bgr: np.ndarray, logits: np.ndarray, refined: np.ndarray) -> None:
+    def __init__(self, image_bgr: np.ndarray, logits: np.ndarray, refined: np.ndarray, thin: list[int]) -> None:
         h, w = refined.shape[:2]
         self.image_bgr, self.logits, self.refined = image_bgr, logits, refined
         self.base = cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR)
-        probabilities = np.exp(self.base - self.base.max(-1, keepdims=True))
-        probabilities /= probabilities.sum(-1, keepdims=True)
-        self.confidence = probabilities.max(-1, keepdims=True)
-        self.thin = (np.isin(self.base.argmax(-1), THIN) | np.isin(refined.argmax(-1), THIN))[..., None]
+        self.confidence = ScoreMap("logits", self.base).probabilities().max(-1, keepdims=True)
+        self.thin = (np.isin(self.base.argmax(-1), thin) | np.isin(refined.argmax(-1), thin))[..., None]
 
 
 def _scaled(alpha: float) -> Callable[[Frame], np.ndarray]:
@@ -71,25 +70,28 @@ VARIANTS: dict[str, Callable[[Frame], np.ndarray]] = {
 }
 
 
-def score_run(run: Path) -> dict[str, dict]:
+def score_run(run: Path) -> tuple[dict[str, dict], list[str]]:
+    """Every variant's scores on the drive ``run`` left out, and the dataset's class names."""
     saved = json.loads((run / "config.json").read_text())
     config = apply_overrides(RefinerTrainConfig(), [f"{key}={json.dumps(value)}" for key, value in saved.items()
                                                     if key not in ("kind", "version")])
+    info = read_class_info(config.data)
+    thin = [info.names.index(name) for name in THIN]
     _, left_out = _training_and_scored_pairs(config)
-    split = decode_split(left_out, config.model.num_classes, VOID)
+    split = decode_split(left_out, config.model.num_classes, info.void)
     logits = np.load(run / "inputs" / "val.npy").astype(np.float32)
     images = refiner_split(split, logits, config.model.input_hw).images
     generator = build_generator(config.model)
     generator.load_weights(run / "best.weights.h5")
-    scorers = {name: SplitScorer(config.model.num_classes, VOID) for name in VARIANTS}
+    scorers = {name: SplitScorer(config.model.num_classes, info.void) for name in VARIANTS}
     for i, mask in enumerate(split.masks):
         refined = np.asarray(generator([images[i][None].astype(np.float32), logits[i][None]], training=False))[0]
-        frame = Frame(cv2.cvtColor(split.images[i], cv2.COLOR_RGB2BGR), logits[i], refined)
+        frame = Frame(cv2.cvtColor(split.images[i], cv2.COLOR_RGB2BGR), logits[i], refined, thin)
         for name, variant in VARIANTS.items():
             scores = cv2.resize(variant(frame), mask.shape[::-1], interpolation=cv2.INTER_LINEAR)
             scorers[name].update(mask, np.argmax(scores, -1))
     return {name: {"miou": s.miou(), "boundary_f": s.boundary_f(), "iou": [float(x) for x in s.iou()]}
-            for name, s in scorers.items()}
+            for name, s in scorers.items()}, info.names
 
 
 def main() -> None:
@@ -97,20 +99,18 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
-    results = {}
+    results, classes = {}, []
     for run in args.runs:
-        results[run.name] = score_run(run)
+        results[run.name], classes = score_run(run)
         args.json.write_text(json.dumps(results, indent=1))
-    print(summary(results))
+    print(summary(results, classes))
 
 
-def summary(results: dict[str, dict]) -> str:
+def summary(results: dict[str, dict], classes: list[str]) -> str:
     """A markdown table: each variant's gain over the segmenter alone, mean over drives then seeds,
     with the spread between seed means, and its worst class."""
     seeds = sorted({name.rsplit("_s", 1)[1] for name in results})
     rows = ["| variant | Boundary F gain | spread | mIoU gain | spread | worst class IoU |", "|---|---|---|---|---|---|"]
-    classes = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-               "Bicyclist"]
     for variant in VARIANTS:
         if variant == "segmenter":
             continue
