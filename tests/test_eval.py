@@ -172,7 +172,7 @@ def test_a_temporal_refiner_scores_each_model_as_if_it_were_alone(tiny_dataset: 
 
 @pytest.mark.slow
 def test_shipped_model_and_refiner_keep_their_published_scores(camvid: Path, tmp_path: Path):
-    """The README's figures for the shipped int8 segmenter, alone and with the shipped refiner, on val
+    """The cards' figures for the shipped int8 segmenter, alone and with the shipped refiner, on val
     (which both trained on: the refiner has little to repair there and costs 0.8 mIoU, as its card says)."""
     from segrefine_edge.models import default_refiner_path
 
