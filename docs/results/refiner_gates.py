@@ -34,11 +34,13 @@ THIN = ["Pole", "SignSymbol", "Fence", "Pedestrian", "Bicyclist"]
 
 class Frame:
     """One left-out image: the segmenter's logits (88x120), and at the refiner's 176x240 its refined logits,
-    the segmenter's upsampled, their confidence and where either names a thin class."""
+    the segmenter's upsampled, their confidence, where either names a thin class, and the truth (void
+    kept) for the oracles of refiner_headroom.py."""
 
-    def __init__(self, image_bgr: np.ndarray, logits: np.ndarray, refined: np.ndarray, thin: list[int]) -> None:
+    def __init__(self, image_bgr: np.ndarray, logits: np.ndarray, refined: np.ndarray, thin: list[int],
+                 truth: np.ndarray) -> None:
         h, w = refined.shape[:2]
-        self.image_bgr, self.logits, self.refined = image_bgr, logits, refined
+        self.image_bgr, self.logits, self.refined, self.truth = image_bgr, logits, refined, truth
         self.base = cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR)
         self.confidence = ScoreMap("logits", self.base).probabilities().max(-1, keepdims=True)
         self.thin = (np.isin(self.base.argmax(-1), thin) | np.isin(refined.argmax(-1), thin))[..., None]
@@ -70,8 +72,8 @@ VARIANTS: dict[str, Callable[[Frame], np.ndarray]] = {
 }
 
 
-def score_run(run: Path) -> tuple[dict[str, dict], list[str]]:
-    """Every variant's scores on the drive ``run`` left out, and the dataset's class names."""
+def score_run(run: Path, variants: dict[str, Callable[[Frame], np.ndarray]]) -> tuple[dict[str, dict], list[str]]:
+    """Each of ``variants``' scores on the drive ``run`` left out, and the dataset's class names."""
     saved = json.loads((run / "config.json").read_text())
     config = apply_overrides(RefinerTrainConfig(), [f"{key}={json.dumps(value)}" for key, value in saved.items()
                                                     if key not in ("kind", "version")])
@@ -80,38 +82,40 @@ def score_run(run: Path) -> tuple[dict[str, dict], list[str]]:
     _, left_out = _training_and_scored_pairs(config)
     split = decode_split(left_out, config.model.num_classes, info.void)
     logits = np.load(run / "inputs" / "val.npy").astype(np.float32)
-    images = refiner_split(split, logits, config.model.input_hw).images
+    pairs = refiner_split(split, logits, config.model.input_hw)
     generator = build_generator(config.model)
     generator.load_weights(run / "best.weights.h5")
-    scorers = {name: SplitScorer(config.model.num_classes, info.void) for name in VARIANTS}
+    scorers = {name: SplitScorer(config.model.num_classes, info.void) for name in variants}
     for i, mask in enumerate(split.masks):
-        refined = np.asarray(generator([images[i][None].astype(np.float32), logits[i][None]], training=False))[0]
-        frame = Frame(cv2.cvtColor(split.images[i], cv2.COLOR_RGB2BGR), logits[i], refined, thin)
-        for name, variant in VARIANTS.items():
+        refined = np.asarray(generator([pairs.images[i][None].astype(np.float32), logits[i][None]],
+                                       training=False))[0]
+        frame = Frame(cv2.cvtColor(split.images[i], cv2.COLOR_RGB2BGR), logits[i], refined, thin, pairs.masks[i])
+        for name, variant in variants.items():
             scores = cv2.resize(variant(frame), mask.shape[::-1], interpolation=cv2.INTER_LINEAR)
             scorers[name].update(mask, np.argmax(scores, -1))
     return {name: {"miou": s.miou(), "boundary_f": s.boundary_f(), "iou": [float(x) for x in s.iou()]}
             for name, s in scorers.items()}, info.names
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(description: str, variants: dict[str, Callable[[Frame], np.ndarray]]) -> None:
+    """Score ``variants`` on the runs named on the command line; a JSON of everything, a table printed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     results, classes = {}, []
     for run in args.runs:
-        results[run.name], classes = score_run(run)
+        results[run.name], classes = score_run(run, variants)
         args.json.write_text(json.dumps(results, indent=1))
-    print(summary(results, classes))
+    print(summary(results, classes, variants))
 
 
-def summary(results: dict[str, dict], classes: list[str]) -> str:
+def summary(results: dict[str, dict], classes: list[str], variants: dict[str, Callable[[Frame], np.ndarray]]) -> str:
     """A markdown table: each variant's gain over the segmenter alone, mean over drives then seeds,
     with the spread between seed means, and its worst class."""
     seeds = sorted({name.rsplit("_s", 1)[1] for name in results})
     rows = ["| variant | Boundary F gain | spread | mIoU gain | spread | worst class IoU |", "|---|---|---|---|---|---|"]
-    for variant in VARIANTS:
+    for variant in variants:
         if variant == "segmenter":
             continue
         cells = []
@@ -127,4 +131,4 @@ def summary(results: dict[str, dict], classes: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], VARIANTS)
