@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from segrefine_edge.render import Renderer, RenderOptions
+from segrefine_edge.render import Renderer, RenderOptions, _class_counts
 
 _GREEN = (40, 160, 90)   # a colour no anti-aliased grey text pixel can take
 
@@ -43,3 +43,22 @@ def test_text_grows_with_the_frame():
         rows = np.flatnonzero((out.min(axis=2) > 220).any(axis=1))
         heights.append(rows.max() - rows.min())
     assert heights[1] > 1.5 * heights[0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_every_label_gets_its_palette_colour_and_every_class_present_is_counted(dtype):
+    """The colours come from OpenCV's user colour map and the legend's counts from its histogram
+    (both faster than numpy's indexing and bincount): any label gets exactly its palette colour in
+    BGR (black past the palette, and labels past 255 are drawn as 255), and the counts find every
+    class the frame holds."""
+    rng = np.random.default_rng(3)
+    palette = rng.integers(0, 256, (12, 3)).astype(np.uint8)
+    values = [0, 3, 11, 13, 300] if dtype == np.uint16 else [0, 3, 11, 13]
+    labels = rng.choice(values, (37, 53)).astype(dtype)
+    renderer = Renderer([f"class {i}" for i in range(12)], palette, RenderOptions(view="mask"))
+    expected = np.zeros((256, 3), np.uint8)
+    expected[:12] = palette[:, ::-1]
+    assert np.array_equal(renderer.colourise(labels), expected[np.minimum(labels, 255)])
+    counts = _class_counts(labels)
+    assert np.array_equal(np.flatnonzero(counts), np.unique(labels))
+    assert counts.sum() == labels.size

@@ -50,6 +50,17 @@ def test_postprocess_on_vtest(benchmark, vtest: Path):
     benchmark.pedantic(labels_at, args=(result.scores, size), warmup_rounds=5, rounds=100)
 
 
+def test_render_overlay_on_vtest(benchmark, vtest: Path):
+    """The writer thread's render stage alone: the default overlay (colours, blend, legend) of the
+    default pipeline's labels on a 768x576 vtest.avi frame."""
+    with open_source(str(vtest)) as source, Pipeline(PipelineOptions(mode="video")) as pipeline:
+        for _ in range(3):
+            image = source.read().image
+            labels = pipeline.segment(image).labels
+        renderer = Renderer(pipeline.contract.labels, pipeline.contract.palette_array(), RenderOptions())
+    benchmark.pedantic(renderer.render, args=(image, labels), warmup_rounds=5, rounds=100)
+
+
 def test_pipeline_on_vtest(benchmark, peers: Path, vtest: Path, tmp_path: Path):
     """The issue's setting: Coral Cityscapes on vtest.avi, headless, writing the overlay video."""
     pipeline = Pipeline(PipelineOptions(model=_models(peers)["coral_cityscapes"], refiner=None, threads=2))
