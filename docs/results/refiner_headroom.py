@@ -4,7 +4,8 @@ Kept as the record behind docs/experiments.md "2026-12-07: the headroom a bounda
 drives never seen". Oracles, not models: each replaces the segmenter's labels by the truth, at the
 refiner's 176x240, within a band around the segmenter's own boundaries (what a refiner that moves
 boundaries by up to that many pixels could reach), or everywhere (what any 176x240 output could
-reach). Scored as refiner_gates.py scores (the same runs, the same "segmenter" figures):
+reach), and SegFix given the truth's boundaries and directions. Scored as refiner_gates.py scores
+(the same runs, the same "segmenter" figures):
 
     python docs/results/refiner_headroom.py /tmp/rfull/rs0_*_s? --json docs/results/2026-12-07-refiner-headroom.json
 """
@@ -40,11 +41,47 @@ def _truth_within(band_px: int | None) -> Callable[[Frame], np.ndarray]:
     return oracle
 
 
+def _inward_offsets(truth: np.ndarray, num_classes: int, band_px: int, reach_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel within ``band_px`` of a boundary of the truth, the (dy, dx) of ``reach_px`` pixels
+    into its own region, along the gradient of its distance to the region's edge; 0 elsewhere."""
+    dy = np.zeros(truth.shape, np.int32)
+    dx = np.zeros(truth.shape, np.int32)
+    for cls in np.unique(truth):
+        if cls >= num_classes:
+            continue
+        region = (truth == cls).astype(np.uint8)
+        inside = cv2.distanceTransform(cv2.copyMakeBorder(region, 1, 1, 1, 1, cv2.BORDER_REPLICATE),
+                                       cv2.DIST_L2, 5)[1:-1, 1:-1]
+        gy, gx = cv2.Sobel(inside, cv2.CV_32F, 0, 1), cv2.Sobel(inside, cv2.CV_32F, 1, 0)
+        norm = np.hypot(gy, gx) + 1e-6
+        near = (region > 0) & (inside <= band_px)
+        dy[near] = np.rint(reach_px * gy[near] / norm[near]).astype(np.int32)
+        dx[near] = np.rint(reach_px * gx[near] / norm[near]).astype(np.int32)
+    return dy, dx
+
+
+def _segfix(band_px: int, reach_px: int) -> Callable[[Frame], np.ndarray]:
+    """SegFix (Yuan et al., 2020) given the truth's boundaries and directions: each pixel near a true
+    boundary takes the segmenter's label ``reach_px`` pixels inside its true region. The most a
+    class-agnostic boundary-offset model could do with the segmenter's own labels."""
+    def oracle(frame: Frame) -> np.ndarray:
+        num_classes = frame.base.shape[-1]
+        labels = frame.base.argmax(-1)
+        dy, dx = _inward_offsets(frame.truth, num_classes, band_px, reach_px)
+        h, w = labels.shape
+        ys, xs = np.mgrid[0:h, 0:w]
+        moved = labels[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+        return _one_hot_logits(moved, num_classes)
+    return oracle
+
+
 ORACLES: dict[str, Callable[[Frame], np.ndarray]] = {
     "segmenter": lambda f: f.logits,
     "refined": lambda f: f.refined,
     **{f"truth within {k} px of the segmenter's boundaries": _truth_within(k) for k in (1, 2, 4, 8, 16)},
     "truth everywhere (at 176x240)": _truth_within(None),
+    **{f"SegFix with the truth's directions: band {band} px, reach {reach} px": _segfix(band, reach)
+       for band, reach in ((1, 2), (2, 3), (2, 4), (3, 5))},
 }
 
 
