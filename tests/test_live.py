@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -77,14 +78,24 @@ def silent_server() -> Iterator[tuple[int, threading.Event]]:
 
 
 def _stream(url: str, model: Path, *args: str) -> subprocess.Popen:
+    # PYTHONFAULTHANDLER: a process that outlives its stop dumps every thread's stack on SIGABRT
     return subprocess.Popen([*CLI, "stream", url, "-m", str(model), "--no-display", "--quiet", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
 
 
 def _stop_and_time(process: subprocess.Popen, sig: int) -> float:
+    """Seconds from ``sig`` to the process's exit. One that is still running 30 s later is aborted,
+    and the failure shows where each of its threads was (this hang was seen twice in full local runs
+    beside training, and never alone: the stacks are what would explain it)."""
     process.send_signal(sig)
     started = time.monotonic()
-    process.communicate(timeout=30)
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"still running 30 s after {signal.Signals(sig).name}; its threads:\n{stderr[-8000:]}")
     return time.monotonic() - started
 
 
