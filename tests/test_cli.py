@@ -56,7 +56,11 @@ def test_a_live_source_hands_over_only_its_newest_frame(vtest: Path):
     the frames it skipped are counted."""
     with LiveSource(str(vtest), "test stream") as source:
         first = source.read()
-        time.sleep(0.2)                     # the capture thread decodes on meanwhile
+        # the capture thread decodes on meanwhile: wait until it has delivered two more frames (a
+        # fixed 0.2 s was once too short on a machine busy with training)
+        deadline = time.monotonic() + 10
+        while source._index < first.index + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         second = source.read()
         counters = source.counters()
     assert second.index > first.index + 1
