@@ -77,17 +77,23 @@ def silent_server() -> Iterator[tuple[int, threading.Event]]:
     listener.close()
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT as an interactive shell leaves it: a test run started in the background of a script
+    inherits SIGINT ignored (POSIX, for asynchronous commands), and so would the stream under test,
+    which then, as any program, honours that until its own handlers are installed."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stream(url: str, model: Path, *args: str) -> subprocess.Popen:
     # PYTHONFAULTHANDLER: a process that outlives its stop dumps every thread's stack on SIGABRT
     return subprocess.Popen([*CLI, "stream", url, "-m", str(model), "--no-display", "--quiet", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"}, preexec_fn=_as_from_a_terminal)
 
 
 def _stop_and_time(process: subprocess.Popen, sig: int) -> float:
     """Seconds from ``sig`` to the process's exit. One that is still running 30 s later is aborted,
-    and the failure shows where each of its threads was (this hang was seen twice in full local runs
-    beside training, and never alone: the stacks are what would explain it)."""
+    and the failure shows where each of its threads was."""
     process.send_signal(sig)
     started = time.monotonic()
     try:
