@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -41,9 +42,18 @@ class Frame:
                  truth: np.ndarray) -> None:
         h, w = refined.shape[:2]
         self.image_bgr, self.logits, self.refined, self.truth = image_bgr, logits, refined, truth
+        self.thin_classes = thin
         self.base = cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR)
-        self.confidence = ScoreMap("logits", self.base).probabilities().max(-1, keepdims=True)
-        self.thin = (np.isin(self.base.argmax(-1), thin) | np.isin(refined.argmax(-1), thin))[..., None]
+
+    # computed on first use: only the gates need them, not the oracles or the CRF
+    @cached_property
+    def confidence(self) -> np.ndarray:
+        return ScoreMap("logits", self.base).probabilities().max(-1, keepdims=True)
+
+    @cached_property
+    def thin(self) -> np.ndarray:
+        named = np.isin(self.base.argmax(-1), self.thin_classes) | np.isin(self.refined.argmax(-1), self.thin_classes)
+        return named[..., None]
 
 
 def _scaled(alpha: float) -> Callable[[Frame], np.ndarray]:
