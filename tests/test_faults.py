@@ -65,6 +65,26 @@ def test_sighup_stops_like_sigterm_and_the_exit_code_says_so(vtest: Path, fast_m
     assert _frames_in(out) == written > 0
 
 
+def _as_under_nohup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_under_nohup_a_closed_terminal_does_not_stop_the_run(vtest: Path, fast_model: Path, tmp_path: Path):
+    """nohup starts the command with SIGHUP ignored; the stop handlers must leave it so (they once
+    replaced it, and a closed terminal ended a run started with nohup). SIGTERM still stops it."""
+    out = tmp_path / "out.mp4"
+    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--loop", "--out", str(out),
+                     preexec_fn=_as_under_nohup)
+    _wait_for(out, 100_000)
+    process.send_signal(signal.SIGHUP)
+    time.sleep(2.0)
+    running = process.poll() is None
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert running, stderr
+    assert process.returncode == 143 and "interrupted by SIGTERM" in stderr and "SIGHUP" not in stderr
+
+
 def _on_a_full_disk(limit: int, *args: str) -> str:
     """Run stream with every file capped at ``limit`` bytes (a failed write then returns EFBIG, as
     a full disk returns ENOSPC); asserts exit 2 without a traceback and returns stderr."""

@@ -80,7 +80,7 @@ def silent_server() -> Iterator[tuple[int, threading.Event]]:
 def _as_from_a_terminal() -> None:
     """SIGINT as an interactive shell leaves it: a test run started in the background of a script
     inherits SIGINT ignored (POSIX, for asynchronous commands), and so would the stream under test,
-    which then, as any program, honours that until its own handlers are installed."""
+    which keeps an inherited ignore, as POSIX tools do."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

@@ -45,14 +45,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     """SIGINT, SIGTERM and SIGHUP (a closed terminal) end the run cleanly, outputs closed; the
-    signals received are collected, so the command can exit 128 + signal once all is written."""
+    signals received are collected, so the command can exit 128 + signal once all is written.
+    A signal ignored when the command started stays ignored, as POSIX tools leave it: ``nohup``
+    ignores SIGHUP so a closed terminal does not end the run, and a shell starts a script's
+    background job with SIGINT ignored so the terminal's Ctrl-C does not reach it."""
     received: list[int] = []
 
     def handle(signum: int, _frame: object) -> None:
         received.append(signum)
         stop.set()
 
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
     for sig in previous:
         signal.signal(sig, handle)
     try:
