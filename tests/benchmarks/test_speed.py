@@ -61,22 +61,39 @@ def test_render_overlay_on_vtest(benchmark, vtest: Path):
     benchmark.pedantic(renderer.render, args=(image, labels), warmup_rounds=5, rounds=100)
 
 
+def _stream_vtest(pipeline: Pipeline, vtest: Path, out: Path, frames: int) -> dict:
+    """``stream``'s loop on vtest.avi, headless, writing the overlay video: the summary."""
+    with open_source(str(vtest)) as source:
+        contract = pipeline.contract
+        renderer = Renderer(contract.labels, contract.palette_array(), RenderOptions())
+        video = VideoFileSink(out, source.fps, renderer.output_size(source.size))
+        outputs = Outputs([video], renderer)
+        timer = run_stream(source, pipeline, outputs, RunLimits(max_frames=frames), threading.Event())
+    return timer.summary()
+
+
 def test_pipeline_on_vtest(benchmark, peers: Path, vtest: Path, tmp_path: Path):
     """The issue's setting: Coral Cityscapes on vtest.avi, headless, writing the overlay video."""
     pipeline = Pipeline(PipelineOptions(model=_models(peers)["coral_cityscapes"], refiner=None, threads=2))
-
-    def run() -> dict:
-        with open_source(str(vtest)) as source:
-            contract = pipeline.contract
-            renderer = Renderer(contract.labels, contract.palette_array(), RenderOptions())
-            video = VideoFileSink(tmp_path / "out.mp4", source.fps, renderer.output_size(source.size))
-            outputs = Outputs([video], renderer)
-            timer = run_stream(source, pipeline, outputs, RunLimits(max_frames=200), threading.Event())
-        return timer.summary()
-
-    summary = benchmark.pedantic(run, rounds=1, iterations=1)
+    summary = benchmark.pedantic(_stream_vtest, args=(pipeline, vtest, tmp_path / "out.mp4", 200),
+                                 rounds=1, iterations=1)
     benchmark.extra_info.update(fps=summary["fps"], pipeline_efficiency=summary["pipeline_efficiency"],
                                 invoke_p50_ms=summary["stages"]["segment"]["p50_ms"])
+
+
+@pytest.mark.parametrize("keyframes", ["1", "auto"])
+def test_default_pipeline_on_vtest_by_keyframes(benchmark, vtest: Path, tmp_path: Path, keyframes: str):
+    """The keyframes issue's comparison: the default pipeline (shipped segmenter and temporal
+    refiner) on 400 frames of vtest.avi writing the overlay video, ``--keyframes 1`` against
+    ``auto``; the ratio of the two FPS figures is the issue's speed-up."""
+    if default_model_path() is None:
+        pytest.skip("no default model ships in this build")
+    pipeline = Pipeline(PipelineOptions(mode="video", keyframes=keyframes))
+    summary = benchmark.pedantic(_stream_vtest, args=(pipeline, vtest, tmp_path / "out.mp4", 400),
+                                 rounds=1, iterations=1)
+    benchmark.extra_info.update(fps=summary["fps"], keyframe_share=pipeline.keyframe_share(),
+                                segment_mean_ms=summary["stages"]["segment"]["mean_ms"],
+                                refine_mean_ms=summary["stages"]["refine"]["mean_ms"])
 
 
 def test_memory_stays_flat_over_a_long_run(benchmark, peers: Path, vtest: Path, tmp_path: Path):
