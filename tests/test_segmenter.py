@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from segrefine_edge.errors import ModelError
 from segrefine_edge.postprocess import labels_at
-from segrefine_edge.scores import ScoreMap
+from segrefine_edge.scores import ScoreMap, softmax
 from segrefine_edge.segmenter import Segmenter
 
 # LiteRT's own features (its GPU accelerator, its compiled-model API, MediaPipe's custom ops): CI's
@@ -160,6 +160,17 @@ def test_softmax_matches_the_reference_and_never_overflows(scale, zero, spread, 
     probabilities = scores.probabilities()
     assert probabilities.dtype == np.float32 and np.all(np.isfinite(probabilities))
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.01, 0.3), st.integers(-128, 255), st.sampled_from([np.int8, np.uint8]), st.integers(0, 2**31 - 1))
+def test_the_softmax_of_8_bit_logits_by_table_is_that_of_their_real_values_to_the_bit(scale, zero, dtype, seed):
+    """The runtime looks exp() up in a 256-entry table for 8-bit logits (int8 from our models,
+    uint8 from Coral's): the same probabilities as exp() of the dequantised map, every bit."""
+    info = np.iinfo(dtype)
+    values = np.random.default_rng(seed).integers(info.min, info.max + 1, (7, 6, 11)).astype(dtype)
+    quantised = ScoreMap("logits", values, scale, zero)
+    assert np.array_equal(quantised.probabilities(), softmax(quantised.real(), bounded=True))
 
 
 def test_probabilities_sum_to_one():
