@@ -137,9 +137,10 @@ class LiveSource(Source):
         with self._cond:
             if connection is not self._connection and self._latest is not None:
                 return                                   # a frame from a connection given up on
-            self._latest = Frame(image, self._index, time.monotonic() - self._started)
+            now = time.monotonic()
+            self._latest = Frame(image, self._index, now - self._started, arrived=now)
             self._index += 1
-            self._last_arrival = time.monotonic()
+            self._last_arrival = now
             self._cond.notify_all()
 
     def _connect(self, first: bool) -> _Connection:

@@ -18,7 +18,7 @@ from segrefine_edge.pipeline import Pipeline
 from segrefine_edge.render import Renderer
 from segrefine_edge.sinks import Sink, SinkItem
 from segrefine_edge.sources import Frame, Source
-from segrefine_edge.timing import StageTimer
+from segrefine_edge.timing import LATENCY, StageTimer
 
 _QUEUE_DEPTH = 4
 RSS_EVERY = 1000  # frames between peak-memory readings in the summary
@@ -121,6 +121,8 @@ class _Writer(threading.Thread):
             with self.timer.stage("write"):
                 for sink in out.sinks:
                     sink.write(item)
+            if item.frame.arrived is not None:
+                self.timer.add(LATENCY, (time.monotonic() - item.frame.arrived) * 1000.0)
         except BaseException as exc:  # reported by the main thread after the run
             self.error = exc
 

@@ -32,12 +32,15 @@ _NAMED_SKIPS = 10          # unreadable files named in the summary (all are coun
 @dataclass
 class Frame:
     """A BGR uint8 image with its position in the source, a timestamp in seconds and, for a
-    frame read from an image file, that file's stem (outputs are named after it)."""
+    frame read from an image file, that file's stem (outputs are named after it). A live
+    source's frames also carry when they arrived (``time.monotonic()``), so a run can report
+    how old a frame is by the time its result is written."""
 
     image: np.ndarray
     index: int
     timestamp: float
     name: str | None = None
+    arrived: float | None = None
 
 
 class Source:

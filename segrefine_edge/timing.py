@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 STAGES = ("capture", "preprocess", "segment", "refine", "postprocess", "render", "write")
+# Not a stage: for live sources, how old a frame is when its result has been written (its
+# arrival to the end of 'write'); what a viewer of a live stream waits for
+LATENCY = "latency"
 RSS_SERIES = 64      # peak-RSS readings kept in the summary (the first, then evenly thinned)
 
 
@@ -110,18 +113,21 @@ class StageTimer:
         return self.frames / elapsed if elapsed > 0 else 0.0
 
     def summary(self) -> dict:
-        """Frames, wall seconds, FPS and p50/p95/mean ms per stage seen."""
+        """Frames, wall seconds, FPS and p50/p95/mean ms per stage seen (and of the latency,
+        where a live source recorded it)."""
         with self._lock:
             stages = {
                 name: {"p50_ms": stats.quantile(0.5), "p95_ms": stats.quantile(0.95), "mean_ms": stats.mean()}
-                for name in STAGES
+                for name in (*STAGES, LATENCY)
                 if (stats := self._stats.get(name)) is not None and stats.count
             }
+        latency = stages.pop(LATENCY, None)
         elapsed = time.perf_counter() - self.started
         fps = self.frames / elapsed if elapsed else 0.0
         # FPS x the model's median invoke time: 1.0 means the pipeline adds nothing to the model.
         efficiency = fps * stages["segment"]["p50_ms"] / 1000.0 if "segment" in stages else None
         return {"frames": self.frames, "seconds": elapsed, "fps": fps, "stages": stages,
+                **({LATENCY: latency} if latency else {}),
                 "pipeline_efficiency": efficiency, "peak_rss_mb": peak_rss_mb(),
                 "peak_rss_mb_by_frame": dict(self.peak_rss_mb), "rss_mb_by_frame": dict(self.rss_mb)}
 
@@ -159,6 +165,10 @@ def format_summary(summary: dict) -> str:
              f"{'stage':<12}{'p50 ms':>9}{'p95 ms':>9}"]
     for name, stats in summary["stages"].items():
         lines.append(f"{name:<12}{stats['p50_ms']:>9.2f}{stats['p95_ms']:>9.2f}")
+    if LATENCY in summary:
+        stats = summary[LATENCY]
+        lines.append(f"latency, a frame's arrival to its result written: p50 {stats['p50_ms']:.1f} ms, "
+                     f"p95 {stats['p95_ms']:.1f} ms")
     return "\n".join(lines)
 
 

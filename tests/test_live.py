@@ -19,6 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
+from segrefine_edge.pipeline import Pipeline, PipelineOptions
+from segrefine_edge.runner import Outputs, RunLimits, run_stream
+from segrefine_edge.sources import Frame, Source
+from segrefine_edge.timing import format_summary
+
 CLI = [sys.executable, "-m", "segrefine_edge"]
 
 
@@ -143,7 +148,9 @@ def test_duration_ends_a_stalled_stream_on_time(mjpeg_server, fast_model: Path, 
     process.communicate(timeout=60)
     assert process.returncode == 0
     assert time.monotonic() - started < 3 + 8                  # start-up (models) plus a second at most
-    assert 0 < json.loads(stats.read_text())["frames"] <= 10
+    summary = json.loads(stats.read_text())
+    assert 0 < summary["frames"] <= 10
+    assert 0 < summary["latency"]["p50_ms"] <= summary["latency"]["p95_ms"]
 
 
 def test_reconnects_follow_the_policy_and_are_counted(mjpeg_server, fast_model: Path, tmp_path: Path):
@@ -169,3 +176,27 @@ def test_live_video_is_timed_by_the_frames_arrival(mjpeg_server, fast_model: Pat
     assert len(times) >= 5
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert 7 < rate < 13
+
+
+class _FramesHandedOverLate(Source):
+    """A live source whose frames reach the pipeline 0.3 s after they arrived (unit tests only)."""
+
+    live = True
+
+    def __init__(self, count: int) -> None:
+        self.index, self.count = 0, count
+
+    def read(self) -> Frame | None:
+        if self.index == self.count:
+            return None
+        self.index += 1
+        return Frame(np.zeros((48, 64, 3), np.uint8), self.index, self.index / 10, arrived=time.monotonic() - 0.3)
+
+
+def test_a_live_run_reports_how_old_a_frame_is_when_its_result_is_written(fast_model: Path):
+    with Pipeline(PipelineOptions(model=fast_model, refiner=None)) as pipeline:
+        timer = run_stream(_FramesHandedOverLate(5), pipeline, Outputs(), RunLimits(), threading.Event())
+    summary = timer.summary()
+    assert summary["frames"] == 5
+    assert 300 <= summary["latency"]["p50_ms"] <= summary["latency"]["p95_ms"] < 300 + 10_000
+    assert "latency, a frame's arrival to its result written: p50 3" in format_summary(summary)
