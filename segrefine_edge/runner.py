@@ -100,7 +100,8 @@ class _Writer(threading.Thread):
     def _hud(self) -> dict[str, float] | None:
         if not self.outputs.hud:
             return None
-        return {"FPS": self.timer.fps(), **{f"{k} ms": v for k, v in self.timer.last.items() if k in ("segment", "refine")}}
+        shown = ("segment", "refine", LATENCY)       # latency: live sources only, the last frame's
+        return {"FPS": self.timer.fps(), **{f"{k} ms": v for k, v in self.timer.last.items() if k in shown}}
 
     def run(self) -> None:
         while True:

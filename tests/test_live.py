@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from segrefine_edge.pipeline import Pipeline, PipelineOptions
-from segrefine_edge.runner import Outputs, RunLimits, run_stream
+from segrefine_edge.runner import Outputs, RunLimits, _Writer, run_stream
 from segrefine_edge.sources import Frame, Source
-from segrefine_edge.timing import format_summary
+from segrefine_edge.timing import LATENCY, StageTimer, format_summary
 
 CLI = [sys.executable, "-m", "segrefine_edge"]
 
@@ -200,3 +200,12 @@ def test_a_live_run_reports_how_old_a_frame_is_when_its_result_is_written(fast_m
     assert summary["frames"] == 5
     assert 300 <= summary["latency"]["p50_ms"] <= summary["latency"]["p95_ms"] < 300 + 10_000
     assert "latency, a frame's arrival to its result written: p50 3" in format_summary(summary)
+
+
+def test_the_hud_shows_a_live_frames_latency():
+    timer = StageTimer()
+    timer.add_all({"segment": 7.0, "refine": 2.0, "postprocess": 1.0})
+    writer = _Writer(Outputs(), timer)
+    assert set(writer._hud()) == {"FPS", "segment ms", "refine ms"}           # a file: no latency
+    timer.add(LATENCY, 31.5)
+    assert writer._hud()["latency ms"] == 31.5
