@@ -112,7 +112,8 @@ class LiveSource(Source):
 
     live = True
 
-    def __init__(self, target: int | str, description: str, policy: LivePolicy | None = None) -> None:
+    def __init__(self, target: int | str, description: str, policy: LivePolicy | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.target, self.description = target, description
         self.policy = policy or LivePolicy()
         self._cond = threading.Condition()
@@ -121,7 +122,7 @@ class LiveSource(Source):
         self._last_returned = -1
         self._last_arrival = time.monotonic()
         self._started = time.monotonic()
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()      # set: the first connection gives up (SourceError)
         self.dropped = 0
         self.reconnects = 0
         self._connection = self._connect(first=True)

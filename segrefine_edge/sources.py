@@ -216,17 +216,18 @@ def redact(uri: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", uri)
 
 
-def open_source(uri: str, policy: LivePolicy | None = None) -> Source:
+def open_source(uri: str, policy: LivePolicy | None = None, stop: threading.Event | None = None) -> Source:
     """Build the source that ``uri`` names (see the module docstring for the grammar); ``policy``
-    governs live ones. Messages name a network source without its credentials."""
+    governs live ones, and ``stop``, once set, ends their wait for the first frame (SourceError).
+    Messages name a network source without its credentials."""
     from segrefine_edge.live import LiveSource  # live.py builds on this module's Source
 
     if re.fullmatch(r"\d+", uri):
-        return LiveSource(int(uri), f"camera {uri}", policy)
+        return LiveSource(int(uri), f"camera {uri}", policy, stop)
     if re.fullmatch(r"/dev/video\d+", uri):
-        return LiveSource(uri, f"camera {uri}", policy)
+        return LiveSource(uri, f"camera {uri}", policy, stop)
     if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", uri):
-        return LiveSource(uri, f"stream {redact(uri)}", policy)
+        return LiveSource(uri, f"stream {redact(uri)}", policy, stop)
     path = Path(uri)
     if path.is_dir():
         return ImageFilesSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))

@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 
 import click
@@ -63,6 +63,21 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def _stopped_while_starting(received: list[int]) -> Iterator[None]:
+    """A stop signal before the first frame (loading the models, connecting to a live source)
+    ends the command as a stop while running does, with 128 + the signal and one line; nothing
+    was opened to write yet."""
+    try:
+        yield
+    except SourceError:
+        if not received:
+            raise
+        name = signal.Signals(received[0]).name
+        click.echo(f"interrupted by {name} before the first frame; nothing was written", err=True)
+        click.get_current_context().exit(128 + received[0])
 
 
 def _class_indices(pipeline: Pipeline, names: tuple[str, ...]) -> set[int]:
@@ -126,7 +141,15 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
                               contract_overrides=contract_overrides(labels, palette, input_range,
                                                                     color_order, output_kind))
     policy = LivePolicy(open_timeout=open_timeout, stall_timeout=stall_timeout, reconnects=reconnect)
-    with Pipeline(options) as pipeline, (LoopingSource(uri) if loop else open_source(uri, policy)) as source:
+    # The stop handlers cover loading and connecting too: a signal ends the wait for a live source
+    # at once and exits as a stop while running does
+    stop = threading.Event()
+    with _stop_on_signals(stop) as received, ExitStack() as opened:
+        with _stopped_while_starting(received):
+            pipeline = opened.enter_context(Pipeline(options))
+            source = opened.enter_context(LoopingSource(uri) if loop else open_source(uri, policy, stop))
+            if received:
+                raise SourceError("stopped before the first frame")
         if source.live:
             pipeline.mode = "live"
         contract = pipeline.contract
@@ -158,8 +181,7 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
             click.echo(f"{pipeline.describe()}; source {redact(uri)} ({source.size[0]}x{source.size[1]}, "
                        f"{source.fps:.1f} fps{', live' if source.live else ''})", err=True)
         total = None if loop else min(filter(None, (source.length, max_frames)), default=None)
-        stop = threading.Event()
-        with _stop_on_signals(stop) as received, StatusLine(timer, total, enabled=not quiet):
+        with StatusLine(timer, total, enabled=not quiet):
             run_stream(source, pipeline, outputs, RunLimits(max_frames, duration), stop, timer)
         final = summary()
     click.echo(format_summary(final))
