@@ -143,6 +143,21 @@ def test_bench_times_the_whole_pipeline_on_real_frames(small_video: Path, fast_m
     assert report["frame_p50_ms"] >= report["stages"]["segment"]["p50_ms"]
 
 
+def test_bench_times_keyframe_settings_side_by_side(vtest: Path, tmp_path: Path):
+    """``bench --frames`` with two keyframe settings: one report each, the share of timed frames the
+    segmenter ran on (every other frame with 2, on a clip whose motion the flow follows)."""
+    out = tmp_path / "keyframes.json"
+    result = CliRunner().invoke(main, ["bench", "--frames", str(vtest), "--keyframes", "1", "--keyframes", "2",
+                                       "--warmup", "1", "--runs", "8", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    every, second = json.loads(out.read_text())["pipelines"]
+    assert (every["keyframes"], every["keyframe_share"]) == ("1", 1.0)
+    assert (second["keyframes"], second["keyframe_share"]) == ("2", 0.5)
+    assert "keyframes 2: 8 frames" in result.output and "50% segmented" in result.output
+    no_frames = CliRunner().invoke(main, ["bench", "--keyframes", "auto"])
+    assert no_frames.exit_code == 2 and "pass --frames" in no_frames.output
+
+
 def test_counter_reports_on_a_terminal_and_is_absent_otherwise():
     import io
 

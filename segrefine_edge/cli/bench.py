@@ -18,15 +18,19 @@ from segrefine_edge.sources import open_source
 from segrefine_edge.timing import StageTimer
 
 
-def _bench_pipelines(paths: list[str], refiner: str, frames: str, runtimes, delegates, thread_counts, warmup: int,
-                     runs: int, json_path: str | None) -> None:
-    """Each model's pipeline over the first ``warmup + runs`` frames (video mode), stages timed."""
+def _bench_pipelines(paths: list[str], refiner: str, frames: str, runtimes, delegates, thread_counts,
+                     keyframe_settings, warmup: int, runs: int, json_path: str | None) -> None:
+    """Each model's pipeline over the first ``warmup + runs`` frames (video mode), stages timed;
+    per keyframes setting, the mean frame too (with keyframes the frame times are two groups, so
+    their median says little) and the share of timed frames that were keyframes."""
     reports = []
-    for path, runtime, delegate, threads in product(paths, runtimes or ("auto",), delegates or ("auto",),
-                                                    thread_counts or (2,)):
-        options = PipelineOptions(model=path, refiner=refiner, runtime=runtime, delegate=delegate, threads=threads)
+    for path, runtime, delegate, threads, keyframes in product(paths, runtimes or ("auto",), delegates or ("auto",),
+                                                               thread_counts or (2,), keyframe_settings):
+        options = PipelineOptions(model=path, refiner=refiner, runtime=runtime, delegate=delegate, threads=threads,
+                                  keyframes=keyframes)
         with Pipeline(options) as pipeline, open_source(frames) as source:
             timer = StageTimer()
+            segmented = 0
             for index, frame in enumerate(iter(source.read, None)):
                 if index == warmup + runs:
                     break
@@ -34,11 +38,17 @@ def _bench_pipelines(paths: list[str], refiner: str, frames: str, runtimes, dele
                 if index >= warmup:
                     timer.add_all(result.timings_ms)
                     timer.add("frame", sum(result.timings_ms.values()))
+                    segmented += result.keyframe
             stages = timer.summary()["stages"]
-            reports.append({"pipeline": pipeline.describe(), "frames": len(timer.samples("frame")),
-                            "frame_p50_ms": float(np.median(timer.samples("frame"))), "stages": stages})
-        click.echo(f"{reports[-1]['pipeline']}: {reports[-1]['frames']} frames, "
-                   f"{reports[-1]['frame_p50_ms']:.2f} ms per frame (p50)")
+            timed = timer.samples("frame")
+            reports.append({"pipeline": pipeline.describe(), "keyframes": str(keyframes), "frames": len(timed),
+                            "keyframe_share": segmented / len(timed) if timed else None,
+                            "frame_p50_ms": float(np.median(timed)), "frame_mean_ms": float(np.mean(timed)),
+                            "stages": stages})
+        report = reports[-1]
+        click.echo(f"{report['pipeline']}, keyframes {keyframes}: {report['frames']} frames, "
+                   f"{report['frame_p50_ms']:.2f} ms per frame (p50), {report['frame_mean_ms']:.2f} (mean), "
+                   f"{100 * report['keyframe_share']:.0f}% segmented")
         click.echo("\n".join(f"  {name:<12}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}" for name, s in stages.items()))
     if json_path:
         Path(json_path).write_text(json.dumps({"pipelines": reports}, indent=1))
@@ -66,8 +76,12 @@ def _table(results: list[LatencyResult]) -> str:
               "or glob) instead of the model's invoke on random input.")
 @click.option("--refiner", default=DEFAULT_REFINER, show_default=True,
               help="With --frames: the refiner behind each model ('none' for none).")
+@click.option("--keyframes", "keyframe_settings", multiple=True, metavar="auto|N",
+              help="With --frames: keyframe setting(s) to time (repeatable; default 1), e.g. --keyframes 1 "
+                   "--keyframes auto for the speed-up keyframes buy the pipeline alone.")
 @click.option("--json", "json_path", default=None, help="Write the results (and the ratio) as JSON.")
-def bench(models, versus, runtimes, delegates, thread_counts, warmup, runs, frames, refiner, json_path) -> None:
+def bench(models, versus, runtimes, delegates, thread_counts, warmup, runs, frames, refiner, keyframe_settings,
+          json_path) -> None:
     """Time MODELS' invoke after warm-up (default: the shipped model): median and p95 in ms.
 
     With --vs OTHER, each setting times MODEL and OTHER alternately in one run and prints
@@ -78,8 +92,11 @@ def bench(models, versus, runtimes, delegates, thread_counts, warmup, runs, fram
     if json_path:
         check_output_file(json_path, "the bench results")
     if frames:
-        _bench_pipelines(paths, refiner, frames, runtimes, delegates, thread_counts, warmup, runs, json_path)
+        _bench_pipelines(paths, refiner, frames, runtimes, delegates, thread_counts, keyframe_settings or ("1",),
+                         warmup, runs, json_path)
         return
+    if keyframe_settings:
+        raise click.UsageError("--keyframes times the whole pipeline: pass --frames VIDEO too")
     if versus and len(paths) != 1:
         raise click.UsageError("--vs compares exactly one MODEL with one other")
     results: list[LatencyResult] = []
