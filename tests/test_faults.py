@@ -53,9 +53,16 @@ def test_a_killed_process_leaves_a_playable_mp4(vtest: Path, fast_model: Path, t
     assert 0 < _frames_in(out) < 795
 
 
+def _hangup_as_a_terminal_leaves_it() -> None:
+    """A suite run under nohup would hand the child SIGHUP ignored, which it keeps (as the next test
+    checks); a terminal's child gets it as the default."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def test_sighup_stops_like_sigterm_and_the_exit_code_says_so(vtest: Path, fast_model: Path, tmp_path: Path):
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
-    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out), "--stats-json", str(stats))
+    process = _start(str(vtest), "-m", str(fast_model), "--no-display", "--out", str(out), "--stats-json", str(stats),
+                     preexec_fn=_hangup_as_a_terminal_leaves_it)
     _wait_for(out, 100_000)
     process.send_signal(signal.SIGHUP)
     _, stderr = process.communicate(timeout=60)
