@@ -55,6 +55,10 @@ class StageStats:
     def mean(self) -> float:
         return self.total / self.count if self.count else float("nan")
 
+    def described(self) -> dict[str, float]:
+        """p50, p95 and mean in ms, as the summary reports every stage."""
+        return {"p50_ms": self.quantile(0.5), "p95_ms": self.quantile(0.95), "mean_ms": self.mean()}
+
 
 class StageTimer:
     """Thread-safe record of how long each stage took per frame, in milliseconds, in bounded
@@ -116,12 +120,9 @@ class StageTimer:
         """Frames, wall seconds, FPS and p50/p95/mean ms per stage seen (and of the latency,
         where a live source recorded it)."""
         with self._lock:
-            stages = {
-                name: {"p50_ms": stats.quantile(0.5), "p95_ms": stats.quantile(0.95), "mean_ms": stats.mean()}
-                for name in (*STAGES, LATENCY)
-                if (stats := self._stats.get(name)) is not None and stats.count
-            }
-        latency = stages.pop(LATENCY, None)
+            seen = {name: stats.described() for name, stats in self._stats.items() if stats.count}
+        stages = {name: seen[name] for name in STAGES if name in seen}
+        latency = seen.get(LATENCY)
         elapsed = time.perf_counter() - self.started
         fps = self.frames / elapsed if elapsed else 0.0
         # FPS x the model's median invoke time: 1.0 means the pipeline adds nothing to the model.

@@ -158,6 +158,12 @@ def test_bench_times_keyframe_settings_side_by_side(vtest: Path, tmp_path: Path)
     assert no_frames.exit_code == 2 and "pass --frames" in no_frames.output
 
 
+def test_bench_on_a_clip_no_longer_than_its_warmup_says_so(small_video: Path, fast_model: Path):
+    result = CliRunner().invoke(main, ["bench", str(fast_model), "--frames", str(small_video), "--refiner", "none",
+                                       "--warmup", "12", "--runs", "2"])
+    assert result.exit_code == 2 and "no frames past the 12 of --warmup" in result.output, result.output
+
+
 def test_counter_reports_on_a_terminal_and_is_absent_otherwise():
     import io
 

@@ -12,6 +12,7 @@ import numpy as np
 from segrefine_edge.backend import DELEGATES, ONNX_RUNTIMES, RUNTIMES, open_backend
 from segrefine_edge.bench import LatencyResult, measure
 from segrefine_edge.cli.options import resolve_model_path
+from segrefine_edge.errors import SourceError
 from segrefine_edge.pipeline import DEFAULT_REFINER, Pipeline, PipelineOptions
 from segrefine_edge.sinks import check_output_file
 from segrefine_edge.sources import open_source
@@ -41,8 +42,10 @@ def _bench_pipelines(paths: list[str], refiner: str, frames: str, runtimes, dele
                     segmented += result.keyframe
             stages = timer.summary()["stages"]
             timed = timer.samples("frame")
-            reports.append({"pipeline": pipeline.describe(), "keyframes": str(keyframes), "frames": len(timed),
-                            "keyframe_share": segmented / len(timed) if timed else None,
+            if not timed:
+                raise SourceError(f"{frames} has no frames past the {warmup} of --warmup; lower --warmup")
+            reports.append({"pipeline": pipeline.describe(), "keyframes": keyframes, "frames": len(timed),
+                            "keyframe_share": segmented / len(timed),
                             "frame_p50_ms": float(np.median(timed)), "frame_mean_ms": float(np.mean(timed)),
                             "stages": stages})
         report = reports[-1]

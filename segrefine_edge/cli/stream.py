@@ -55,7 +55,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
         received.append(signum)
         stop.set()
 
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
+    previous = {sig: handler for sig in STOP_SIGNALS if (handler := signal.getsignal(sig)) != signal.SIG_IGN}
     for sig in previous:
         signal.signal(sig, handle)
     try:
@@ -69,12 +69,14 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
 def _stopped_while_starting(received: list[int]) -> Iterator[None]:
     """A stop signal before the first frame (loading the models, connecting to a live source)
     ends the command as a stop while running does, with 128 + the signal and one line; nothing
-    was opened to write yet."""
+    was opened to write yet. A live source's wait ends in SourceError once a signal set the stop
+    event; a file source opens regardless, and the signal is seen here afterwards."""
     try:
         yield
     except SourceError:
         if not received:
             raise
+    if received:
         name = signal.Signals(received[0]).name
         click.echo(f"interrupted by {name} before the first frame; nothing was written", err=True)
         click.get_current_context().exit(128 + received[0])
@@ -148,8 +150,6 @@ def stream(input_uri, camera, video, model, refiner, no_refiner, temporal_blend,
         with _stopped_while_starting(received):
             pipeline = opened.enter_context(Pipeline(options))
             source = opened.enter_context(LoopingSource(uri) if loop else open_source(uri, policy, stop))
-            if received:
-                raise SourceError("stopped before the first frame")
         if source.live:
             pipeline.mode = "live"
         contract = pipeline.contract
