@@ -37,8 +37,8 @@ class ScoreMap:
         """HxWxC float32 class probabilities (softmax of logits; [1-p, p] for a sigmoid channel)."""
         if self.kind == "labels":
             raise ValueError("an argmax-only model gives labels, not probabilities")
-        bounded = bool(self.scale) and 255 * self.scale < _EXP_SAFE
-        if self.kind == "logits" and bounded and self.values.dtype in (np.int8, np.uint8):
+        bounded = self._exp_cannot_overflow()
+        if self.kind == "logits" and bounded:
             return self._softmax_by_table()
         x = self.real()
         if self.kind == "sigmoid":
@@ -46,6 +46,20 @@ class ScoreMap:
         if self.kind == "probabilities":
             return x
         return softmax(x, bounded)
+
+    def _exp_cannot_overflow(self) -> bool:
+        """Whether these are 8-bit codes whose every possible value, dequantised with this scale and
+        zero point, has an exp() that neither overflows when summed over the classes nor underflows
+        to zero: then softmax needs no max shift. The reach is taken from the zero point given, not
+        assumed to be 255 steps: a uint8 map with a zero point below 0 reaches further (CI found
+        scale 0.297, zero point -44 overflowing)."""
+        if not self.scale or self.values.dtype not in (np.int8, np.uint8):
+            return False
+        codes = np.iinfo(self.values.dtype)
+        reach = max(abs(codes.min - self.zero_point), abs(codes.max - self.zero_point)) * abs(self.scale)
+        classes = self.values.shape[-1] if self.values.ndim == 3 else 1
+        limits = np.finfo(np.float32)
+        return reach < min(np.log(limits.max / classes), -np.log(limits.tiny)) - 1.0   # 1: rounding's margin
 
     def _softmax_by_table(self) -> np.ndarray:
         """Softmax of 8-bit quantised logits whose span cannot overflow exp(): an 8-bit code has 256
@@ -60,14 +74,11 @@ class ScoreMap:
         return e
 
 
-_EXP_SAFE = 80.0    # exp() of float32 overflows above ~88.7
-
-
 def softmax(x: np.ndarray, bounded: bool) -> np.ndarray:
     """Softmax over the last (short) axis without NumPy's reductions along it, which cost
     3-4 ms on a 176x240x11 map: channel planes are maxed one at a time and summed with a
-    matrix-vector product. Dequantised int8 logits span less than 255 steps of their scale,
-    so when that span cannot overflow exp() (``bounded``) the max shift is skipped."""
+    matrix-vector product. When the caller knows exp() of every value stays finite and
+    non-zero (``bounded``: see ScoreMap._exp_cannot_overflow) the max shift is skipped."""
     if bounded:
         e = np.exp(x)
     else:
