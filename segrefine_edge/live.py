@@ -49,7 +49,9 @@ class LivePolicy:
 
 class _Connection:
     """One capture and the thread that opens and reads it. A connection that hangs in native
-    code is abandoned (its daemon thread ends with the process), never waited for."""
+    code is abandoned (its daemon thread ends with the process), never waited for. The thread
+    starts with ``start()``, not on construction: its first frame can arrive before the next
+    line of the constructing thread runs, so the owner must know the connection first."""
 
     def __init__(self, target: int | str, io_timeout_s: float, deliver: Callable[[_Connection, Any], None]) -> None:
         self.target, self.io_timeout_s, self.deliver = target, io_timeout_s, deliver
@@ -60,6 +62,8 @@ class _Connection:
         self.fps = 0.0
         self.capture: cv2.VideoCapture | None = None
         self.thread = threading.Thread(target=self._run, name="capture", daemon=True)
+
+    def start(self) -> None:
         _RUNNING.add(self.thread)
         self.thread.start()
 
@@ -78,7 +82,7 @@ class _Connection:
         try:
             self._read_all()
         finally:
-            _RUNNING.discard(threading.current_thread())
+            _RUNNING.discard(self.thread)
 
     def _read_all(self) -> None:
         capture = self._open()
@@ -148,7 +152,9 @@ class LiveSource(Source):
         """A new connection that has delivered a frame; SourceError when it gives none in time."""
         seen = self._index
         connection = _Connection(self.target, self.policy.open_timeout, self._deliver)
-        self._connection = connection
+        with self._cond:
+            self._connection = connection
+        connection.start()
         deadline = time.monotonic() + self.policy.open_timeout
         with self._cond:
             while self._index == seen:

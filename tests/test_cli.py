@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +66,25 @@ def test_a_live_source_hands_over_only_its_newest_frame(vtest: Path):
         counters = source.counters()
     assert second.index > first.index + 1
     assert counters["dropped_frames"] == second.index - 1     # every frame not handed over
+
+
+class _ThreadThatRunsFirst(threading.Thread):
+    """A thread whose ``start()`` returns only once it has run to its end: the scheduling a busy
+    machine can give a capture thread, which then delivers frames before its starter's next line."""
+
+    def start(self) -> None:
+        self.run()
+
+
+def test_a_live_source_keeps_frames_its_capture_thread_delivers_before_the_constructor_goes_on(
+        small_video: Path, monkeypatch: pytest.MonkeyPatch):
+    """(In one full run on a loaded machine the capture thread delivered its first frame before the
+    source had recorded the connection: the thread died of an AttributeError and the source
+    reported "opened but gave no frame". Failed 1/1 this way before the fix.)"""
+    monkeypatch.setattr(threading, "Thread", _ThreadThatRunsFirst)
+    with LiveSource(str(small_video), "test stream") as source:
+        newest = source.read()
+    assert newest is not None and newest.index == 11 and newest.image.shape == (48, 64, 3)
 
 
 def test_bench_times_two_models_in_one_run_and_writes_json(fast_model: Path, cityscapes_model: Path,
