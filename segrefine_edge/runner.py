@@ -9,6 +9,7 @@ pumped from it.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -178,8 +179,9 @@ def run_stream(source: Source, pipeline: Pipeline, outputs: Outputs, limits: Run
         writer.items.put(_END)
         writer.join()
         if reader is not None:
-            while reader.is_alive():
-                reader.frames.get()  # unblock a reader waiting on a full queue
+            while reader.is_alive():     # unblock a reader waiting on a full queue; with a timeout,
+                with contextlib.suppress(queue.Empty):      # as its end marker may be taken already
+                    reader.frames.get(timeout=0.1)
             reader.join()
         outputs.close()
     for thread in (reader, writer):

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -147,3 +148,33 @@ def test_default_model_and_refiner_ship_in_the_package(vtest: Path):
     assert "camvid_deeplabv3plus_mnv2_int8.tflite" in result.stderr and "refiner: camvid_refiner_temporal_int8" in result.stderr
     plain = _stream(str(vtest), "--no-display", "--max-frames", "3", "--no-refiner")
     assert plain.returncode == 0 and "refiner: none" in plain.stderr
+
+
+def test_a_run_ends_when_its_reader_thread_outlives_its_end_marker(small_video: Path, fast_model: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """A reader thread still alive after the main thread has taken its end marker (a busy machine
+    can schedule it so) once left the run waiting forever on an empty queue: hung 1/1 before the
+    fix, with the thread made to linger a second after its end."""
+    from segrefine_edge import runner
+    from segrefine_edge.pipeline import Pipeline, PipelineOptions
+    from segrefine_edge.sources import VideoFileSource
+
+    read_all = runner._Reader.run
+
+    def read_all_then_linger(reader: runner._Reader) -> None:
+        read_all(reader)
+        time.sleep(1.0)
+
+    monkeypatch.setattr(runner._Reader, "run", read_all_then_linger)
+    timers = []
+
+    def run() -> None:
+        with Pipeline(PipelineOptions(model=fast_model, refiner=None)) as pipeline, \
+                VideoFileSource(str(small_video)) as source:
+            timers.append(runner.run_stream(source, pipeline, runner.Outputs(), runner.RunLimits(),
+                                            threading.Event()))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and timers[0].frames == 12
