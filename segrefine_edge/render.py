@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from segrefine_edge.postprocess import classes_in
+
 VIEWS = ("overlay", "mask", "side-by-side", "contours")
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -81,8 +83,7 @@ class Renderer:
 
     def _draw_legend(self, image: np.ndarray, labels: np.ndarray) -> None:
         """Swatches and names of the (visible) classes present, top right."""
-        counts = _class_counts(labels)
-        present = [i for i in np.flatnonzero(counts) if i >= 256 or not self.hidden[i]][:20]
+        present = [i for i in classes_in(labels) if i >= 256 or not self.hidden[i]][:20]
         scale = text_scale(image)
         names = [(self.labels[i] if i < len(self.labels) else f"class {i}")[:16] for i in present]
         box_h = text_box_size("Mg", scale)[1]
@@ -101,13 +102,6 @@ class Renderer:
 
 
 _PAD = 3
-
-
-def _class_counts(labels: np.ndarray) -> np.ndarray:
-    """Pixels per class index; OpenCV's histogram counts uint8 labels 2-3x faster than bincount."""
-    if labels.dtype == np.uint8:
-        return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel().astype(np.int64)
-    return np.bincount(labels.ravel(), minlength=1)
 
 
 def text_scale(image: np.ndarray) -> float:

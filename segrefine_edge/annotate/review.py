@@ -13,6 +13,7 @@ import io
 import numpy as np
 
 from segrefine_edge.pipeline import SegmentationResult
+from segrefine_edge.postprocess import classes_in
 
 LOW_CONFIDENCE = 0.5
 SMALL_MARGIN = 0.1
@@ -31,7 +32,7 @@ def uncertain_share(result: SegmentationResult) -> float:
 
 
 def classes_present(labels: np.ndarray, names: list[str]) -> list[str]:
-    return [names[i] if i < len(names) else f"class {i}" for i in np.flatnonzero(np.bincount(labels.ravel()))]
+    return [names[i] if i < len(names) else f"class {i}" for i in classes_in(labels)]
 
 
 def review_csv(records: list[dict]) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from segrefine_edge.annotate.formats.base import ExportJob
 from segrefine_edge.atomic import write_atomic
 from segrefine_edge.errors import MissingExtraError
+from segrefine_edge.postprocess import classes_in
 
 NAME = "coco"
 NEEDS_IMAGES = True
@@ -38,7 +39,7 @@ def export(job: ExportJob) -> list[Path]:
         images.append({"id": image_id, "file_name": record["image"],
                        "width": int(labels.shape[1]), "height": int(labels.shape[0]),
                        "video": record["video"], "frame_index": record["frame"], "time_s": record["time"]})
-        for class_index in np.flatnonzero(np.bincount(labels.ravel(), minlength=len(job.labels))):
+        for class_index in classes_in(labels):
             rle = mask_api.encode(np.asfortranarray(labels == class_index))
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": int(class_index) + 1,

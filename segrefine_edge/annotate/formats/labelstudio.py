@@ -21,6 +21,7 @@ import numpy as np
 from segrefine_edge.annotate import brush_rle
 from segrefine_edge.annotate.formats.base import ExportJob
 from segrefine_edge.atomic import write_atomic
+from segrefine_edge.postprocess import classes_in
 
 NAME = "labelstudio"
 NEEDS_IMAGES = True
@@ -41,7 +42,7 @@ def task(job: ExportJob, record: dict) -> dict:
                 "type": "brushlabels", "origin": "prediction", "original_width": int(width),
                 "original_height": int(height), "image_rotation": 0,
                 "value": {"format": "rle", "rle": brush_rle.encode(labels == c), "brushlabels": [job.labels[c]]}}
-               for c in np.flatnonzero(np.bincount(labels.ravel(), minlength=len(job.labels)))]
+               for c in classes_in(labels)]
     return {"data": {"image": URL_PREFIX + record["image"], "video": record["video"], "frame": record["frame"]},
             "predictions": [{"model_version": job.model, "score": round(1.0 - record["uncertain_share"], 4),
                              "result": regions}]}
