@@ -37,20 +37,19 @@ class ScoreMap:
         """HxWxC float32 class probabilities (softmax of logits; [1-p, p] for a sigmoid channel)."""
         if self.kind == "labels":
             raise ValueError("an argmax-only model gives labels, not probabilities")
-        bounded = self._exp_cannot_overflow()
-        if self.kind == "logits" and bounded:
+        if self.kind == "logits" and self._exp_cannot_overflow():
             return self._softmax_by_table()
         x = self.real()
         if self.kind == "sigmoid":
             return np.stack([1.0 - x, x], axis=-1)
         if self.kind == "probabilities":
             return x
-        return softmax(x, bounded)
+        return softmax(x)
 
     def _exp_cannot_overflow(self) -> bool:
         """Whether these are 8-bit codes whose every possible value, dequantised with this scale and
         zero point, has an exp() that neither overflows when summed over the classes nor underflows
-        to zero: then softmax needs no max shift. The reach is taken from the zero point given, not
+        to zero: then exp() can be a table with no max shift. The reach is taken from the zero point given, not
         assumed to be 255 steps: a uint8 map with a zero point below 0 reaches further (CI found
         scale 0.297, zero point -44 overflowing)."""
         if not self.scale or self.values.dtype not in (np.int8, np.uint8):
@@ -69,22 +68,20 @@ class ScoreMap:
         codes = np.arange(256, dtype=np.uint8).view(self.values.dtype)    # the code whose bits are each index
         table = np.exp(ScoreMap(self.kind, codes, self.scale, self.zero_point).real())
         rows = np.ascontiguousarray(self.values).view(np.uint8).reshape(self.values.shape[0], -1)
-        e = cv2.LUT(rows, table).reshape(self.values.shape)
-        e /= (e @ np.ones(self.values.shape[-1], np.float32))[..., None]
-        return e
+        return _normalised(cv2.LUT(rows, table).reshape(self.values.shape))
 
 
-def softmax(x: np.ndarray, bounded: bool) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
     """Softmax over the last (short) axis without NumPy's reductions along it, which cost
-    3-4 ms on a 176x240x11 map: channel planes are maxed one at a time and summed with a
-    matrix-vector product. When the caller knows exp() of every value stays finite and
-    non-zero (``bounded``: see ScoreMap._exp_cannot_overflow) the max shift is skipped."""
-    if bounded:
-        e = np.exp(x)
-    else:
-        peak = x[..., 0].copy()
-        for index in range(1, x.shape[-1]):
-            np.maximum(peak, x[..., index], out=peak)
-        e = np.exp(x - peak[..., None])
-    e /= (e @ np.ones(x.shape[-1], np.float32))[..., None]
+    3-4 ms on a 176x240x11 map: channel planes are maxed one at a time (the max shift keeps
+    exp() finite whatever the logits) and summed with a matrix-vector product."""
+    peak = x[..., 0].copy()
+    for index in range(1, x.shape[-1]):
+        np.maximum(peak, x[..., index], out=peak)
+    return _normalised(np.exp(x - peak[..., None]))
+
+
+def _normalised(e: np.ndarray) -> np.ndarray:
+    """``e`` divided in place by its sum over the last axis, taken as a matrix-vector product."""
+    e /= (e @ np.ones(e.shape[-1], np.float32))[..., None]
     return e

@@ -14,7 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
+from segrefine_edge import runner
+from segrefine_edge.pipeline import Pipeline, PipelineOptions
 from segrefine_edge.pngio import read_labels
+from segrefine_edge.sources import VideoFileSource
 
 CLI = [sys.executable, "-m", "segrefine_edge"]
 
@@ -155,10 +158,6 @@ def test_a_run_ends_when_its_reader_thread_outlives_its_end_marker(small_video: 
     """A reader thread still alive after the main thread has taken its end marker (a busy machine
     can schedule it so) once left the run waiting forever on an empty queue: hung 1/1 before the
     fix, with the thread made to linger a second after its end."""
-    from segrefine_edge import runner
-    from segrefine_edge.pipeline import Pipeline, PipelineOptions
-    from segrefine_edge.sources import VideoFileSource
-
     read_all = runner._Reader.run
 
     def read_all_then_linger(reader: runner._Reader) -> None:

@@ -44,11 +44,11 @@ def _bench_pipelines(paths: list[str], refiner: str, frames: str, runtimes, dele
             timed = timer.samples("frame")
             if not timed:
                 raise SourceError(f"{frames} has no frames past the {warmup} of --warmup; lower --warmup")
-            reports.append({"pipeline": pipeline.describe(), "keyframes": keyframes, "frames": len(timed),
-                            "keyframe_share": segmented / len(timed),
-                            "frame_p50_ms": float(np.median(timed)), "frame_mean_ms": float(np.mean(timed)),
-                            "stages": stages})
-        report = reports[-1]
+            report = {"pipeline": pipeline.describe(), "keyframes": keyframes, "frames": len(timed),
+                      "keyframe_share": segmented / len(timed),
+                      "frame_p50_ms": float(np.median(timed)), "frame_mean_ms": float(np.mean(timed)),
+                      "stages": stages}
+        reports.append(report)
         click.echo(f"{report['pipeline']}, keyframes {keyframes}: {report['frames']} frames, "
                    f"{report['frame_p50_ms']:.2f} ms per frame (p50), {report['frame_mean_ms']:.2f} (mean), "
                    f"{100 * report['keyframe_share']:.0f}% segmented")
