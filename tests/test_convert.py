@@ -55,8 +55,8 @@ def test_float16_and_dynamic_targets_shrink_the_weights_and_keep_the_answers(tin
     assert out.stat().st_size < most * reference.stat().st_size
     meta = read_embedded_metadata(out)
     assert meta["labels"] == CAMVID_CLASSES
-    # a model trained for two steps has close calls everywhere; 0.977-0.99 seen for dynamic range
-    assert meta["info"]["validation"]["pixel_agreement_with_float"] > 0.95
+    # the tiny model's seeded weights keep 0.9964 of its labels under dynamic range (0.968-0.998 over seeds 0-7)
+    assert meta["info"]["validation"]["pixel_agreement_with_float"] > 0.99
     segmenter = Segmenter.open(out)
     assert segmenter.input.dtype == np.float32 and segmenter.output.dtype == np.float32
     _, interpreter_cls, _ = resolve_runtime("auto")
