@@ -49,9 +49,9 @@ class ScoreMap:
     def _exp_cannot_overflow(self) -> bool:
         """Whether these are 8-bit codes whose every possible value, dequantised with this scale and
         zero point, has an exp() that neither overflows when summed over the classes nor underflows
-        to zero: then exp() can be a table with no max shift. The reach is taken from the zero point given, not
-        assumed to be 255 steps: a uint8 map with a zero point below 0 reaches further (CI found
-        scale 0.297, zero point -44 overflowing)."""
+        to zero: then exp() can be a table with no max shift. The reach is taken from the zero point
+        given, not assumed to be 255 steps: a uint8 map with a zero point below 0 reaches further
+        (CI found scale 0.297, zero point -44 overflowing)."""
         if not self.scale or self.values.dtype not in (np.int8, np.uint8):
             return False
         codes = np.iinfo(self.values.dtype)

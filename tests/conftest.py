@@ -80,7 +80,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, camvid: Path) -> Path:
 
     Its weights are drawn from a fixed seed: an untrained model's labels are close calls
     everywhere, so how many of them a conversion keeps depends on the draw (0.94-0.998 of
-    pixels for dynamic range over unseeded draws), and a test of a conversion must not."""
+    pixels for dynamic range over the draws measured), and a test of a conversion must not."""
     pytest.importorskip("tensorflow")
     import keras
 
